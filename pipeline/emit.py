@@ -1,0 +1,39 @@
+"""Stage 3, emit: the kernels of the lowered module -> one wasm32 relocatable object.
+
+The object holds every kernel (tvm-ffi packed ABI) and a ``__tvm_module_startup``
+constructor that registers them with ``TVMFFIEnvModRegisterSystemLibSymbol``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from pipeline import relax_build as build_stage
+from pipeline import cache
+from pipeline.errors import StageError
+
+STAGE, SALT = "emit", 1
+
+
+def key(lowered_json: str, p: build_stage.BuildParams, tools: list[dict]) -> str:
+    return cache.digest({"stage": STAGE, "salt": SALT, "params": asdict(p),
+                         "inputs": {"lowered": cache.file_sha256(lowered_json)}, "tools": tools})
+
+
+def run(lowered_json: str, p: build_stage.BuildParams, out: str) -> dict:
+    import tvm
+    from tvm import tirx
+
+    with open(lowered_json) as f:
+        mod = tvm.ir.load_json(f.read())
+    prims = {gv: fn for gv, fn in mod.functions.items() if isinstance(fn, tirx.PrimFunc)}
+    if not prims:
+        raise StageError(STAGE, lowered_json, "the lowered module has no kernels")
+    tir_mod = tvm.IRModule(prims, attrs=mod.attrs).with_attr("system_lib_prefix", "")
+    tgt = build_stage.target(p)
+    lib = tvm.tirx.build(tir_mod, target=tgt)
+    with cache.atomic_path(out) as tmp:
+        lib.write_to_file(tmp)
+    with open(out, "rb") as f:
+        if f.read(4) != b"\0asm":
+            raise StageError(STAGE, out, "TVM did not write a wasm object file")
+    return {"kernels": len(prims)}

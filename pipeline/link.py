@@ -1,0 +1,94 @@
+"""Stage 5, link: runtime + executor + weights + kernels -> one WASI reactor module.
+
+clang compiles the runtime (``pipeline/runtime``) and the generated executor for
+wasm32-wasi, assembles the weights (``.incbin``), and wasm-ld links them with the kernel
+object as a *reactor*: the module exports ``_initialize``, which runs the constructors that
+register every kernel, so no host ever calls ``__wasm_call_ctors`` by hand. Nothing but
+WASI is imported. The model's metadata (inputs, outputs, source digest, build options) is
+JSON in the custom section ``wasmforge.metadata``.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import asdict, dataclass
+
+from pipeline import cache, wasmbin
+from pipeline.errors import StageError
+
+STAGE, SALT = "link", 1
+RUNTIME_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime")
+RUNTIME_SOURCES = ("wasmforge_runtime.c", "wasmforge_plan.h", "wasmforge.h")
+EXPORTS = ("wasmforge_run", "wasmforge_num_inputs", "wasmforge_num_outputs", "wasmforge_input_ptr",
+           "wasmforge_input_size", "wasmforge_output_ptr", "wasmforge_output_size",
+           "wasmforge_last_error")
+
+
+@dataclass(frozen=True)
+class LinkParams:
+    cflags: tuple[str, ...] = ("-O2", "-msimd128")
+    stack_size: int = 4 << 20
+
+
+def tvm_ffi_include() -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec("tvm_ffi")
+    if spec is None or not spec.origin:
+        raise StageError(STAGE, "tvm_ffi", "the apache-tvm-ffi package is not installed (run scripts/setup)")
+    return os.path.join(os.path.dirname(spec.origin), "include")
+
+
+def key(kernels_o: str, executor_dir: str, metadata: dict, p: LinkParams, tools: list[dict]) -> str:
+    inputs = {"kernels": cache.file_sha256(kernels_o)}
+    for f in ("executor.c", "weights.S", "weights.bin"):
+        inputs[f] = cache.file_sha256(os.path.join(executor_dir, f))
+    for f in RUNTIME_SOURCES:
+        inputs[f] = cache.file_sha256(os.path.join(RUNTIME_DIR, f))
+    return cache.digest({"stage": STAGE, "salt": SALT, "params": asdict(p), "metadata": metadata,
+                         "inputs": inputs, "tools": tools})
+
+
+def _run(argv: list[str], what: str, path: str, cwd: str | None = None) -> None:
+    res = subprocess.run(argv, capture_output=True, text=True, cwd=cwd)
+    if res.returncode != 0:
+        tail = "\n".join((res.stderr or res.stdout).strip().splitlines()[-15:])
+        raise StageError(STAGE, path, f"{what} failed (exit {res.returncode}):\n  $ {' '.join(argv)}\n{tail}")
+
+
+def compile_argv(clang_path: str, p: LinkParams, src: str, out: str) -> list[str]:
+    return [clang_path, "--target=wasm32-wasi", *p.cflags, "-I", RUNTIME_DIR,
+            "-I", tvm_ffi_include(), "-c", src, "-o", out]
+
+
+def link_argv(clang_path: str, ld_path: str, p: LinkParams, objects: list[str], out: str) -> list[str]:
+    return [clang_path, "--target=wasm32-wasi", "-mexec-model=reactor", f"--ld-path={ld_path}",
+            *objects, "-o", out, f"-Wl,-z,stack-size={p.stack_size}", "-Wl,--strip-debug",
+            *(f"-Wl,--export={e}" for e in EXPORTS)]
+
+
+def run(kernels_o: str, executor_dir: str, metadata: dict, p: LinkParams, clang, wasm_ld,
+        out: str, work: str) -> dict:
+    os.makedirs(work, exist_ok=True)
+    objs = []
+    for src, name in ((os.path.join(RUNTIME_DIR, "wasmforge_runtime.c"), "runtime.o"),
+                      (os.path.join(executor_dir, "executor.c"), "executor.o")):
+        o = os.path.join(work, name)
+        _run(compile_argv(clang.path, p, src, o), f"compiling {os.path.basename(src)}", src)
+        objs.append(o)
+    wo = os.path.join(work, "weights.o")
+    # .incbin "weights.bin" is resolved against the working directory
+    _run([clang.path, "--target=wasm32-wasi", "-c", "weights.S", "-o", wo], "assembling weights",
+         os.path.join(executor_dir, "weights.S"), cwd=executor_dir)
+    objs += [wo, kernels_o]
+    tmp = os.path.join(work, "linked.wasm")
+    _run(link_argv(clang.path, wasm_ld.path, p, objs, tmp), "linking", kernels_o)
+    with open(tmp, "rb") as f:
+        data = f.read()
+    bad = [f"{i['module']}.{i['name']}" for i in wasmbin.imports(data) if i["module"] != "wasi_snapshot_preview1"]
+    if bad:
+        raise StageError(STAGE, kernels_o, f"the linked module imports non-WASI symbols: {bad}")
+    data = wasmbin.add_custom_section(data, wasmbin.METADATA_SECTION, cache.canonical(metadata))
+    cache.write_bytes(out, data)
+    os.unlink(tmp)
+    return {"bytes": len(data), "features": wasmbin.target_features(data)}

@@ -1,0 +1,73 @@
+"""Stage 6, opt: ``wasm-opt`` over the linked module, with exactly the features it uses.
+
+The features come from the module's own ``target_features`` section (written by wasm-ld),
+mapped to binaryen's ``--enable-*`` flags; a feature binaryen cannot name is an error rather
+than a silently broken module. The metadata section gains an ``opt`` entry.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import asdict, dataclass
+
+from pipeline import cache, wasmbin
+from pipeline.errors import StageError
+
+STAGE, SALT = "opt", 1
+
+# LLVM feature name -> binaryen flag (None: implied by another flag, nothing to enable)
+FEATURE_FLAGS = {
+    "simd128": "--enable-simd",
+    "relaxed-simd": "--enable-relaxed-simd",
+    "bulk-memory": "--enable-bulk-memory",
+    "bulk-memory-opt": None,            # a subset of bulk-memory (LLVM 20+)
+    "call-indirect-overlong": None,     # encoding detail of reference-types (LLVM 20+)
+    "nontrapping-fptoint": "--enable-nontrapping-float-to-int",
+    "sign-ext": "--enable-sign-ext",
+    "mutable-globals": "--enable-mutable-globals",
+    "multivalue": "--enable-multivalue",
+    "reference-types": "--enable-reference-types",
+    "atomics": "--enable-threads",
+    "exception-handling": "--enable-exception-handling",
+    "tail-call": "--enable-tail-call",
+    "extended-const": "--enable-extended-const",
+}
+
+
+@dataclass(frozen=True)
+class OptParams:
+    level: str = "-O3"
+    extra: tuple[str, ...] = ()
+
+
+def feature_flags(features: list[str], path: str) -> list[str]:
+    unknown = sorted(f for f in features if f not in FEATURE_FLAGS)
+    if unknown:
+        raise StageError(STAGE, path, f"the module uses wasm features wasm-opt cannot be told about: {unknown}")
+    return sorted({FEATURE_FLAGS[f] for f in features if FEATURE_FLAGS[f]})
+
+
+def key(linked: str, p: OptParams, tools: list[dict]) -> str:
+    return cache.digest({"stage": STAGE, "salt": SALT, "params": asdict(p),
+                         "inputs": {"wasm": cache.file_sha256(linked)}, "tools": tools})
+
+
+def run(linked: str, p: OptParams, wasm_opt, out: str) -> dict:
+    with open(linked, "rb") as f:
+        data = f.read()
+    meta = wasmbin.metadata(data)
+    flags = feature_flags(wasmbin.target_features(data), linked)
+    with cache.atomic_path(out) as tmp:
+        argv = [wasm_opt.path, p.level, *flags, *p.extra, linked, "-o", tmp]
+        res = subprocess.run(argv, capture_output=True, text=True)
+        if res.returncode != 0:
+            tail = "\n".join(res.stderr.strip().splitlines()[-15:])
+            raise StageError(STAGE, linked, f"wasm-opt failed (exit {res.returncode}):\n  $ {' '.join(argv)}\n{tail}")
+        with open(tmp, "rb") as f:
+            opt = wasmbin.without_custom_section(f.read(), wasmbin.METADATA_SECTION)
+        meta["opt"] = {"level": p.level, "flags": flags + list(p.extra), "wasm_opt": wasm_opt.version}
+        opt = wasmbin.add_custom_section(opt, wasmbin.METADATA_SECTION, cache.canonical(meta))
+        with open(tmp, "wb") as f:
+            f.write(opt)
+    return {"bytes_before": len(data), "bytes_after": os.path.getsize(out), "flags": flags}

@@ -1,0 +1,34 @@
+/* wasmforge.h: the C ABI every wasmforge module exports (and lib<model>.a provides).
+ *
+ * A host instantiates the module, calls `_initialize` once (a WASI reactor: it runs the
+ * constructors that register every kernel), then for each inference:
+ *   1. writes each input's bytes at wasmforge_input_ptr(i) (wasmforge_input_size(i) bytes,
+ *      C-contiguous, the dtype and shape recorded in the "wasmforge.metadata" custom section),
+ *   2. calls wasmforge_run(); 0 means success,
+ *   3. reads each output's bytes at wasmforge_output_ptr(i) (wasmforge_output_size(i) bytes).
+ * On failure wasmforge_run() returns non-zero and wasmforge_last_error() is a NUL-terminated
+ * message.
+ */
+#ifndef WASMFORGE_H_
+#define WASMFORGE_H_
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+int32_t wasmforge_run(void);
+uint32_t wasmforge_num_inputs(void);
+uint32_t wasmforge_num_outputs(void);
+void* wasmforge_input_ptr(uint32_t i);   /* NULL when i is out of range */
+uint32_t wasmforge_input_size(uint32_t i);
+void* wasmforge_output_ptr(uint32_t i);  /* NULL when i is out of range */
+uint32_t wasmforge_output_size(uint32_t i);
+const char* wasmforge_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WASMFORGE_H_ */
