@@ -5,21 +5,32 @@ writes), plus ``build:<model>``, the whole pipeline for one model.
     doit build:resnet50        # ONNX -> validated build/resnet50/resnet50.wasm
     doit list --all            # every stage of every model
 """
+import os
 import sys
 
 from doit.tools import config_changed
 
 import models
 from pipeline import stages
+from pipeline.dsl import DeclarationError
+from pipeline.errors import StageError
+from toolchain import ToolchainError
 
-DOIT_CONFIG = {"default_tasks": ["build:resnet50"], "verbosity": 2, "action_string_formatting": "new"}
+DOIT_CONFIG = {"default_tasks": ["build:resnet50"], "verbosity": 2, "action_string_formatting": "new",
+               # doit's state lives with the artifacts: delete build/ and both are gone
+               "dep_file": os.path.join(stages.build_root(), ".doit.db")}
 
-MODELS = models.load()
+try:
+    MODELS = models.load()
+    GRAPHS = {name: stages.graph(m) for name, m in sorted(MODELS.items())}
+except (DeclarationError, StageError, ToolchainError) as e:
+    sys.exit(f"error: {e}")   # bad declaration or missing tool: say what and how, no traceback
+os.makedirs(stages.build_root(), exist_ok=True)
 
 
 def _stage_tasks(stage_name):
-    for name, m in sorted(MODELS.items()):
-        for st in stages.graph(m):
+    for name, graph in GRAPHS.items():
+        for st in graph:
             if st.name == stage_name:
                 yield {"name": name,
                        "actions": [[sys.executable, "-m", "pipeline", st.name, name]],
@@ -73,3 +84,12 @@ def task_build():
     for name in sorted(MODELS):
         yield {"name": name, "actions": None, "task_dep": [f"validate:{name}"],
                "doc": f"build and validate {name}"}
+
+
+def task_bench():
+    """benchmark the built module against onnxruntime native and onnxruntime-web (always runs)"""
+    for name in sorted(MODELS):
+        p = stages.Paths(MODELS[name])
+        yield {"name": name, "actions": [[sys.executable, "-m", "pipeline", "bench", name]],
+               "file_dep": [p.published, p.source], "targets": [os.path.join(p.dir, "bench.json")],
+               "uptodate": [False], "doc": f"benchmark {name}"}

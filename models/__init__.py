@@ -1,10 +1,14 @@
 """Model declarations. Every ``*.py`` and ``*.toml`` file in this folder declares models
-with the DSL in ``pipeline/dsl.py``; ``load()`` reads them all once."""
+with the DSL in ``pipeline/dsl.py``; ``load()`` reads them all once.
+
+Extra declaration folders can be named in ``WASMFORGE_MODELS`` (separated by ``:``); their
+``*.py`` files are executed and their ``*.toml`` files read the same way.
+"""
 from __future__ import annotations
 
 import glob
-import importlib
 import os
+import runpy
 
 from pipeline import dsl
 
@@ -12,14 +16,21 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _loaded = False
 
 
+def declaration_dirs() -> list[str]:
+    extra = [d for d in os.environ.get("WASMFORGE_MODELS", "").split(os.pathsep) if d]
+    return [_HERE, *extra]
+
+
 def load() -> dict[str, dsl.Model]:
     global _loaded
     if not _loaded:
-        for path in sorted(glob.glob(os.path.join(_HERE, "*.py"))):
-            mod = os.path.splitext(os.path.basename(path))[0]
-            if mod != "__init__":
-                importlib.import_module(f"models.{mod}")
-        for path in sorted(glob.glob(os.path.join(_HERE, "*.toml"))):
-            dsl.model_from_toml(path)
+        for d in declaration_dirs():
+            if not os.path.isdir(d):
+                raise dsl.DeclarationError(f"{d}: WASMFORGE_MODELS names a folder that does not exist")
+            for path in sorted(glob.glob(os.path.join(d, "*.py"))):
+                if os.path.basename(path) != "__init__.py":
+                    runpy.run_path(path, run_name=f"models.{os.path.splitext(os.path.basename(path))[0]}")
+            for path in sorted(glob.glob(os.path.join(d, "*.toml"))):
+                dsl.model_from_toml(path)
         _loaded = True
     return dsl.REGISTRY

@@ -1,6 +1,8 @@
-"""``python -m pipeline <stage> <model>``: run one stage of one model (what doit calls)."""
+"""``python -m pipeline <stage> <model>``: run one stage of one model (what doit calls);
+``python -m pipeline bench <model>``: benchmark a built model against its peers."""
 from __future__ import annotations
 
+import os
 import sys
 
 import models
@@ -18,6 +20,15 @@ def main(argv: list[str]) -> int:
     try:
         models.load()
         m = dsl.lookup(name)
+        if stage == "bench":
+            from pipeline import bench
+
+            p = stages.Paths(m)
+            result = bench.run(name, p.published, p.source, p.root, os.path.join(p.dir, "bench.json"),
+                               repeats=int(os.environ.get("WASMFORGE_BENCH_REPEATS", "5")),
+                               gflop=bench.gflop(p.source))
+            print(bench.table(result))
+            return 0
         if stage not in stages.STAGES:
             raise dsl.DeclarationError(f"unknown stage {stage!r}; stages: {', '.join(stages.STAGES)}")
         result = stages.run_stage(m, stage)

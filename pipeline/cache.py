@@ -39,8 +39,11 @@ def atomic_path(path: str) -> Iterator[str]:
     # keep the extension last: some writers (TVM's write_to_file) dispatch on it
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{os.path.basename(path)}", dir=d)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; artifacts are ordinary files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -3,12 +3,12 @@
 A declaration is a few lines in a file under ``models/``::
 
     from pipeline.dsl import model
-    model("mynet", onnx="models/mynet.onnx", inputs={"x": (1, 3, 32, 32)})
+    model("mynet", onnx="mynet.onnx", inputs={"x": (1, 3, 32, 32)})   # path relative to this file
 
 or, equally, a TOML file ``models/mynet.toml``::
 
     name = "mynet"
-    onnx = "mynet.onnx"          # relative to the TOML file
+    onnx = "mynet.onnx"          # relative to this file
     [inputs]
     x = [1, 3, 32, 32]
 
@@ -61,8 +61,8 @@ class Tolerance:
     top-1 must be identical and top-5 sets must share at least ``min_top5`` classes.
     """
 
-    atol: float = 1e-5
-    rtol: float = 1e-3
+    atol: float = 1e-6
+    rtol: float = 1e-4
     min_top5: int = 4
 
 
@@ -76,14 +76,14 @@ class Model:
     tolerance: Tolerance = field(default_factory=Tolerance)
     mattr: tuple[str, ...] = ("+simd128",)
     opt_level: str = "-O3"
-    tuning_log: str = ""                  # a MetaSchedule database directory; "" = default
+    tuning_log: str = ""                  # MetaSchedule database folder (absolute)
 
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         return dict(self.inputs)
 
     def tuning_dir(self) -> str:
-        return self.tuning_log or os.path.join(ROOT, "models", f"{self.name}.tuning")
+        return self.tuning_log
 
 
 REGISTRY: dict[str, Model] = {}
@@ -92,17 +92,23 @@ REGISTRY: dict[str, Model] = {}
 def _caller_file() -> str:
     for frame in inspect.stack()[2:]:
         if os.path.abspath(frame.filename) != os.path.abspath(__file__):
-            return os.path.relpath(frame.filename, ROOT)
-    return "<unknown>"
+            return os.path.abspath(frame.filename)
+    return os.path.join(ROOT, "<unknown>")
+
+
+def _shown(path: str) -> str:
+    rel = os.path.relpath(path, ROOT)
+    return path if rel.startswith("..") else rel
 
 
 def model(name: str, onnx: str | None = None, source: Zoo | None = None, *,
           inputs: dict[str, tuple[int, ...]] | None = None, seeds=(1, 2, 3),
           tolerance: Tolerance | None = None, mattr=("+simd128",), opt_level: str = "-O3",
           tuning_log: str = "", declared_in: str | None = None) -> Model:
-    """Declare a model. Give exactly one of ``onnx`` (a path, relative to the repository
-    root or absolute) and ``source=zoo(...)``."""
-    where = declared_in or _caller_file()
+    """Declare a model. Give exactly one of ``onnx`` (a path, absolute or relative to the
+    declaring file's folder) and ``source=zoo(...)``."""
+    decl_file = os.path.abspath(declared_in) if declared_in else _caller_file()
+    where = _shown(decl_file)
 
     def bad(msg: str) -> DeclarationError:
         return DeclarationError(f"{where}: model {name!r}: {msg}")
@@ -112,7 +118,7 @@ def model(name: str, onnx: str | None = None, source: Zoo | None = None, *,
     if (onnx is None) == (source is None):
         raise bad("give exactly one of onnx='path/to/model.onnx' or source=zoo('resnet50')")
     if onnx is not None:
-        src: str | Zoo = onnx if os.path.isabs(onnx) else os.path.normpath(os.path.join(ROOT, onnx))
+        src: str | Zoo = os.path.normpath(os.path.join(os.path.dirname(decl_file), onnx))
     else:
         src = source  # type: ignore[assignment]
     shapes = []
@@ -132,14 +138,17 @@ def model(name: str, onnx: str | None = None, source: Zoo | None = None, *,
         raise bad(f"already declared in {REGISTRY[name].declared_in}")
     m = Model(name=name, source=src, declared_in=where, inputs=tuple(sorted(shapes)),
               seeds=tuple(int(s) for s in seeds), tolerance=tolerance or Tolerance(),
-              mattr=tuple(mattr), opt_level=opt_level, tuning_log=tuning_log)
+              mattr=tuple(mattr), opt_level=opt_level,
+              # the tuning log lives next to the declaration: <folder>/<name>.tuning/
+              tuning_log=os.path.normpath(os.path.join(os.path.dirname(decl_file),
+                                                       tuning_log or f"{name}.tuning")))
     REGISTRY[name] = m
     return m
 
 
 def model_from_toml(path: str) -> Model:
     """Declare a model from a TOML file (keys as ``model()``'s arguments)."""
-    rel = os.path.relpath(path, ROOT)
+    rel = _shown(os.path.abspath(path))
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -153,15 +162,13 @@ def model_from_toml(path: str) -> Model:
     if "name" not in data:
         raise DeclarationError(f"{rel}: missing key 'name'")
     onnx = data.get("onnx")
-    if onnx is not None and not os.path.isabs(onnx):
-        onnx = os.path.join(os.path.dirname(path), onnx)
     source = zoo(data["zoo"], data.get("seed", 0)) if "zoo" in data else None
     tol = Tolerance(**data["tolerance"]) if "tolerance" in data else None
     return model(data["name"], onnx=onnx, source=source, inputs=data.get("inputs"),
                  seeds=tuple(data.get("seeds", (1, 2, 3))), tolerance=tol,
                  mattr=tuple(data.get("mattr", ("+simd128",))),
                  opt_level=data.get("opt_level", "-O3"), tuning_log=data.get("tuning_log", ""),
-                 declared_in=rel)
+                 declared_in=os.path.abspath(path))
 
 
 def lookup(name: str) -> Model:

@@ -85,7 +85,7 @@ def graph(m: Model) -> list[Stage]:
               {"params": asdict(pr["import"]), "tools": tvm_tools + _py("onnx")}),
         Stage("relax_build", [p.stage("import", "model.json")] + relax_build.tuning_files(m.tuning_dir()),
               [p.stage("relax_build", "lowered.json")],
-              {"params": asdict(pr["relax_build"]), "tuning_log": m.tuning_dir(), "passes": relax_build.PASS_NAMES,
+              {"params": asdict(pr["relax_build"]), "passes": relax_build.PASS_NAMES,
                "tools": tvm_tools}),
         Stage("emit", [p.stage("relax_build", "lowered.json")], [p.stage("emit", "kernels.o")],
               {"params": asdict(pr["relax_build"]), "tools": tvm_tools}),

@@ -1,0 +1,155 @@
+"""Benchmark: our module in wasmtime next to its peers, in one process run.
+
+Peers: onnxruntime native (CPU execution provider) and onnxruntime-web's wasm backend in
+Node (installed with npm into ``<build>/.ortweb`` on first use). Each system is warmed up
+once, then timed ``repeats`` times; the median is reported. Ratios are taken within this one
+run, never against figures from another run. A peer that cannot run here (no Node, no npm
+registry) is reported as unavailable with the reason, not as a failure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import time
+
+import numpy as np
+
+from pipeline import cache
+
+ORT_WEB_VERSION = "1.23.0"
+HERE = os.path.dirname(os.path.abspath(__file__))
+# ResNet-50 is ~4.1 G multiply-adds; one Zen 4 core does 16 FLOP/cycle with 128-bit SIMD
+WASM_SIMD_PEAK_GFLOPS = 42.0
+
+
+def _median_ms(fn, repeats: int) -> tuple[float, list[float]]:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times), times
+
+
+def bench_wasmtime(wasm: str, x: dict, repeats: int) -> dict:
+    from pipeline.host import WasmModel
+
+    t0 = time.perf_counter()
+    m = WasmModel(wasm)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    t1 = time.perf_counter()
+    m.run(x)
+    first_ms = (time.perf_counter() - t1) * 1e3
+    med, times = _median_ms(lambda: m.run(x), repeats)
+    return {"median_ms": med, "times_ms": times, "load_ms": load_ms, "first_ms": first_ms}
+
+
+def bench_ort(onnx_path: str, x: dict, threads: int, repeats: int) -> dict:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    med, times = _median_ms(lambda: sess.run(None, x), repeats)
+    return {"median_ms": med, "times_ms": times, "version": ort.__version__}
+
+
+def ortweb_dir(build_root: str) -> tuple[str | None, str]:
+    """Install onnxruntime-web into <build>/.ortweb once; returns (dir, reason if unavailable)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        return None, "node/npm not installed"
+    d = os.path.join(build_root, ".ortweb")
+    if not os.path.isdir(os.path.join(d, "node_modules", "onnxruntime-web")):
+        os.makedirs(d, exist_ok=True)
+        res = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent",
+                              f"onnxruntime-web@{ORT_WEB_VERSION}"], cwd=d, capture_output=True, text=True)
+        if res.returncode != 0:
+            return None, f"npm install onnxruntime-web failed: {res.stderr.strip().splitlines()[-1:]}"
+    shutil.copy(os.path.join(HERE, "bench_ortweb.mjs"), os.path.join(d, "bench_ortweb.mjs"))
+    return d, ""
+
+
+def bench_ortweb(d: str, onnx_path: str, inp: dict, threads: int, repeats: int) -> dict:
+    res = subprocess.run(["node", "bench_ortweb.mjs", os.path.abspath(onnx_path), str(threads), str(repeats),
+                          inp["name"], ",".join(str(s) for s in inp["shape"])],
+                         cwd=d, capture_output=True, text=True, timeout=3600)
+    if res.returncode != 0:
+        return {"unavailable": f"node failed: {res.stderr.strip().splitlines()[-1:]}"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def run(model_name: str, wasm: str, onnx_path: str, build_root: str, out: str, repeats: int = 5,
+        gflop: float | None = None) -> dict:
+    from pipeline.host import WasmModel
+    from pipeline.validate import seeded_inputs
+
+    inputs = WasmModel(wasm).inputs
+    x = seeded_inputs(inputs, 0)
+    systems: dict[str, dict] = {}
+    systems["wasmforge wasmtime 1t"] = bench_wasmtime(wasm, x, repeats)
+    systems["wasmforge wasmtime 2t"] = {"unavailable": "threads not implemented yet (serial parallel-launch)"}
+    d, why = ortweb_dir(build_root)
+    for t in (1, 2):
+        key = f"onnxruntime-web wasm {t}t"
+        if d is None or len(inputs) != 1 or inputs[0]["dtype"] != "float32":
+            systems[key] = {"unavailable": why or "only single float32 input models"}
+        else:
+            systems[key] = bench_ortweb(d, onnx_path, inputs[0], t, repeats)
+    for t in (1, 2):
+        systems[f"onnxruntime native {t}t"] = bench_ort(onnx_path, x, t, repeats)
+    ours = systems["wasmforge wasmtime 1t"]["median_ms"]
+    result = {"model": model_name, "repeats": repeats, "systems": systems}
+    for t in (1, 2):
+        peer = systems[f"onnxruntime-web wasm {t}t"]
+        ours_t = systems[f"wasmforge wasmtime {t}t"].get("median_ms", ours)
+        result[f"ratio_vs_ort_web_{t}t"] = ours_t / peer["median_ms"] if "median_ms" in peer else None
+    result["ratio_vs_ort_native_1t"] = ours / systems["onnxruntime native 1t"]["median_ms"]
+    if gflop:
+        result["gflop"] = gflop
+        result["fraction_of_wasm_simd_peak_1t"] = gflop / (ours / 1e3) / WASM_SIMD_PEAK_GFLOPS
+    cache.write_json(out, result)
+    return result
+
+
+def table(result: dict) -> str:
+    rows = ["| system | median ms | ours / system |", "|---|---|---|"]
+    ours = result["systems"]["wasmforge wasmtime 1t"]["median_ms"]
+    for name, s in result["systems"].items():
+        if "median_ms" in s:
+            rows.append(f"| {name} | {s['median_ms']:.1f} | {ours / s['median_ms']:.2f} |")
+        else:
+            rows.append(f"| {name} | unavailable: {s['unavailable']} | |")
+    return "\n".join(rows)
+
+
+def gflop(onnx_path: str) -> float:
+    """Multiply-add work of the convolutions and matrix products, in GFLOP (2 per MAC)."""
+    import onnx
+    from onnx import shape_inference
+
+    model = shape_inference.infer_shapes(onnx.load(onnx_path))
+    g = model.graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(g.value_info) + list(g.output) + list(g.input)}
+    for i in g.initializer:
+        shapes[i.name] = list(i.dims)
+    macs = 0
+    for n in g.node:
+        out = shapes.get(n.output[0])
+        if not out or not all(out):
+            continue
+        if n.op_type == "Conv":
+            w = shapes[n.input[1]]
+            macs += int(np.prod(out)) * int(np.prod(w[1:]))
+        elif n.op_type in ("Gemm", "MatMul"):
+            a = shapes.get(n.input[0])
+            if a:
+                k = a[-1] if not any(x.name == "transA" and x.i for x in n.attribute) else a[-2]
+                macs += int(np.prod(out)) * k
+    return 2 * macs / 1e9

@@ -1,0 +1,106 @@
+"""Bad input: each gives an error naming the file and the problem, a non-zero exit, and no
+artifact a later run could mistake for a finished one."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from conftest import make_tiny_onnx
+
+
+def assert_failed_cleanly(doit, res, model, *needles):
+    assert res.returncode != 0
+    text = res.stdout + res.stderr
+    for n in needles:
+        assert n in text, text
+    assert "Traceback" not in text, text
+    assert not os.path.exists(doit.path(model, f"{model}.wasm"))
+    assert not os.path.exists(doit.path(model, "report.json"))
+
+
+def test_missing_model_file(doit):
+    doit.declare("gone.toml", 'name = "gone"\nonnx = "nowhere/gone.onnx"\n')
+    res = doit("build:gone", check=False)
+    assert_failed_cleanly(doit, res, "gone", "nowhere/gone.onnx", "model file not found")
+    assert not os.path.exists(doit.path("gone", "import", "model.json"))
+
+
+def test_truncated_onnx(doit, tmp_path):
+    good = make_tiny_onnx(tmp_path / "good.onnx")
+    with open(tmp_path / "decls" / "cut.onnx", "wb") as f:
+        f.write(open(good, "rb").read()[:300])
+    doit.declare("cut.toml", 'name = "cut"\nonnx = "cut.onnx"\n')
+    res = doit("build:cut", check=False)
+    assert_failed_cleanly(doit, res, "cut", "cut.onnx", "not a valid ONNX file")
+    assert not os.path.exists(doit.path("cut", "import", "model.json"))
+    assert not os.path.exists(doit.path("cut", "import", "stage.json"))
+
+
+def test_operator_tvm_cannot_import(doit, tmp_path):
+    make_tiny_onnx(tmp_path / "decls" / "celu.onnx", op="Celu")
+    doit.declare("celu.toml", 'name = "celu"\nonnx = "celu.onnx"\n')
+    res = doit("build:celu", check=False)
+    assert_failed_cleanly(doit, res, "celu", "celu.onnx", "TVM cannot import the model", "Celu")
+
+
+def test_dynamic_input_shape_is_refused(doit, tmp_path):
+    make_tiny_onnx(tmp_path / "decls" / "dyn.onnx", dynamic_batch=True)
+    doit.declare("dyn.toml", 'name = "dyn"\nonnx = "dyn.onnx"\n')
+    res = doit("build:dyn", check=False)
+    assert_failed_cleanly(doit, res, "dyn", "dyn.onnx", "input 'x' has a dynamic dimension 'N'",
+                          "inputs=")
+
+
+def test_missing_tool_says_how_to_install(doit, tmp_path):
+    make_tiny_onnx(tmp_path / "decls" / "t.onnx")
+    doit.declare("t.toml", 'name = "t"\nonnx = "t.onnx"\n')
+    res = doit("build:t", check=False, WASMFORGE_WASM_OPT=str(tmp_path / "no-such-wasm-opt"))
+    assert_failed_cleanly(doit, res, "t", "wasm-opt", "no-such-wasm-opt", "apt-get install")
+
+
+def test_failed_validation_publishes_nothing(doit, tmp_path):
+    """A tolerance no float32 build can meet: the report says why, no module is published."""
+    make_tiny_onnx(tmp_path / "decls" / "strict.onnx")
+    doit.declare("strict.py", "from pipeline.dsl import model, Tolerance\n"
+                              "model('strict', onnx='strict.onnx', tolerance=Tolerance(atol=0.0, rtol=0.0))\n")
+    # a leftover from an earlier, passing build must not survive a failing one
+    os.makedirs(doit.path("strict"), exist_ok=True)
+    open(doit.path("strict", "strict.wasm"), "wb").write(b"\0asm stale")
+    res = doit("build:strict", check=False)
+    assert res.returncode != 0
+    assert "validation failed" in res.stderr
+    assert not os.path.exists(doit.path("strict", "strict.wasm"))
+    import json
+    report = json.load(open(doit.path("strict", "report.json")))
+    assert report["passed"] is False and report["module"] is None
+
+
+@pytest.fixture(scope="module")
+def tiny_module(tmp_path_factory):
+    from conftest import Doit
+
+    base = tmp_path_factory.mktemp("host")
+    d = Doit(base / "build", base / "decls")
+    make_tiny_onnx(base / "decls" / "tiny.onnx")
+    d.declare("tiny.toml", 'name = "tiny"\nonnx = "tiny.onnx"\n')
+    d("build:tiny")
+    return d.path("tiny", "tiny.wasm")
+
+
+@pytest.mark.parametrize("x, msg", [
+    (np.zeros((1, 3, 8, 9), np.float32), "must have shape (1, 3, 8, 8), got (1, 3, 8, 9)"),
+    (np.zeros((1, 3, 8, 8), np.float64), "must have dtype float32, got float64"),
+    ({"z": np.zeros((1, 3, 8, 8), np.float32)}, "inputs missing ['x'], unknown ['z']"),
+])
+def test_wrong_input_rejected_before_touching_the_module(tiny_module, x, msg):
+    from pipeline.host import ModelInputError, WasmModel
+
+    m = WasmModel(tiny_module)
+    ptr, size = m._in[0]
+    before = m._memory.read(m.store, ptr, ptr + size)
+    with pytest.raises(ModelInputError) as e:
+        m.run(x)
+    assert msg in str(e.value) and tiny_module in str(e.value)
+    assert m._memory.read(m.store, ptr, ptr + size) == before

@@ -1,0 +1,37 @@
+"""The product: `doit build:resnet50` builds and validates ResNet-50 as a pure WASI module.
+
+Runs in the repository's own build folder (what README command one produces), so after a
+first build this test is a no-op check of the real artifact."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+from pipeline import wasmbin
+
+
+def test_resnet50_builds_and_validates():
+    env = {k: v for k, v in os.environ.items() if k not in ("WASMFORGE_BUILD", "WASMFORGE_MODELS")}
+    res = subprocess.run([sys.executable, "-m", "doit", "build:resnet50"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=3600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.load(open(os.path.join(ROOT, "build", "resnet50", "report.json")))
+    assert report["passed"] is True
+    assert len(report["inputs"]) >= 3
+    for r in report["inputs"]:
+        out = r["outputs"]["gpu_0/softmax_1"]
+        assert out["top1_equal"] is True and out["top5_overlap"] >= 4
+        assert out["max_abs_error"] <= out["allowed_abs_error"]
+    assert report["non_wasi_imports"] == []
+    assert report["sizes"]["after_wasm_opt"] <= report["sizes"]["before_wasm_opt"]
+    assert report["sizes"]["after_wasm_opt"] > 100e6   # the weights are inside the module
+    wasm = os.path.join(ROOT, "build", "resnet50", "resnet50.wasm")
+    with open(wasm, "rb") as f:
+        data = f.read()
+    assert all(i["module"] == "wasi_snapshot_preview1" for i in wasmbin.imports(data))
+    meta = wasmbin.metadata(data)
+    assert meta["inputs"] == [{"name": "gpu_0/data_0", "shape": [1, 3, 224, 224], "dtype": "float32"}]
+    assert meta["outputs"][0]["shape"] == [1, 1000]
