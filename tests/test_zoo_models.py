@@ -1,0 +1,29 @@
+"""The other zoo models build and validate through the same graph as ResNet-50 (in the
+repository's build folder, like test_resnet50)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.mark.parametrize("name", ["squeezenet", "bvlc_alexnet", "inception_v1", "vgg19"])
+def test_zoo_model_builds_and_validates(name):
+    env = {k: v for k, v in os.environ.items() if k not in ("WASMFORGE_BUILD", "WASMFORGE_MODELS")}
+    res = subprocess.run([sys.executable, "-m", "doit", f"build:{name}"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=3600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = json.load(open(os.path.join(ROOT, "build", name, "report.json")))
+    assert report["passed"] is True and report["non_wasi_imports"] == []
+    for r in report["inputs"]:
+        for out in r["outputs"].values():
+            assert out["top1_equal"] is True
+            assert out["max_abs_error"] <= out["allowed_abs_error"]
+    # the materialized weights are not degenerate: no saturated softmax
+    mat = json.load(open(os.path.join(ROOT, "build", name, "materialize", "stage.json")))
+    assert max(mat["result"]["max_probability"]) < 0.99
