@@ -5,21 +5,26 @@ writes), plus ``build:<model>``, the whole pipeline for one model.
     doit build:resnet50        # ONNX -> validated build/resnet50/resnet50.wasm
     doit list --all            # every stage of every model
 """
+import atexit
 import os
 import sys
 
 from doit.tools import config_changed
 
 import models
-from pipeline import stages
+from pipeline import cache, stages
 from pipeline.dsl import DeclarationError
 from pipeline.errors import StageError
 from toolchain import ToolchainError
 
 DOIT_CONFIG = {"default_tasks": ["build:resnet50"], "verbosity": 2, "action_string_formatting": "new",
                # doit's state lives with the artifacts: delete build/ and both are gone
-               "dep_file": os.path.join(stages.build_root(), ".doit.db")}
+               "dep_file": os.path.join(stages.build_root(), ".doit.db"),
+               # inputs are compared by sha256 (after an mtime/size short-cut), as the keys are
+               "check_file_uptodate": stages.Sha256Checker}
 
+cache.set_digest_memo(os.path.join(stages.build_root(), ".digests.json"))
+atexit.register(cache.save_digest_memo)
 try:
     MODELS = models.load()
     GRAPHS = {name: stages.graph(m) for name, m in sorted(MODELS.items())}
@@ -93,3 +98,20 @@ def task_bench():
         yield {"name": name, "actions": [[sys.executable, "-m", "pipeline", "bench", name]],
                "file_dep": [p.published, p.source], "targets": [os.path.join(p.dir, "bench.json")],
                "uptodate": [False], "doc": f"benchmark {name}"}
+
+
+def task_cache_stats():
+    """print the local cache's location, size, entries and hit rate"""
+    def show():
+        for k, v in cache.Store().stats().items():
+            print(f"{k:>12}: {v}")
+    return {"actions": [show], "uptodate": [False], "verbosity": 2}
+
+
+def task_cache_trim():
+    """trim the local cache to --limit (e.g. 5G), least recently used first"""
+    def trim(limit):
+        print(cache.Store().trim(cache.parse_size(limit)))
+    return {"actions": [(trim,)], "params": [{"name": "limit", "long": "limit", "default": "10G",
+                                              "help": "size to trim the cache to (K, M, G suffixes)"}],
+            "uptodate": [False], "verbosity": 2}

@@ -1,18 +1,33 @@
-"""Digests and atomic file writes shared by every stage.
+"""Digests, atomic writes and the content-addressed store every stage is cached in.
 
-A stage key is the sha256 of canonical JSON (sorted keys, no whitespace) of the stage name,
-its salt, the digests of its input files, its parameters and the identities of the tools it
-runs. Outputs are written to a temporary name and renamed into place, so a killed stage
-never leaves a file that looks finished.
+Bazel's model: a stage's *key* is the sha256 of canonical JSON (sorted keys, no whitespace)
+of everything that can change its output (the digests of its input files, never their
+mtimes; its parameters; the identities of the tools it runs; a digest of its own code).
+Outputs live in a content-addressed store:
+
+    <store>/cas/<sha256>     blobs, named by the digest of their bytes, verified when read
+    <store>/ac/<key>         action results: JSON {outputs: {label: {sha256, size}}, result, ...}
+    <store>/events.log       one line per lookup ("hit local", "hit remote", "miss")
+
+Writes are atomic (temporary file in the same folder, then rename), so a killed process
+never leaves an entry that looks finished, and two processes writing the same entry write
+the same bytes under the same name: no corruption, no duplicates. A corrupted blob or
+action entry is reported, evicted and rebuilt.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import shutil
+import sys
 import tempfile
+import time
 from typing import Iterator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def canonical(obj) -> bytes:
@@ -23,13 +38,59 @@ def digest(obj) -> str:
     return hashlib.sha256(canonical(obj)).hexdigest()
 
 
-def file_sha256(path: str) -> str:
+def _hash_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
+
+# ---------------------------------------------------------------- file digests
+
+_MEMO: dict[str, tuple[int, int, str]] = {}
+_MEMO_FILE: str | None = None
+_MEMO_DIRTY = False
+
+
+def set_digest_memo(path: str | None) -> None:
+    """Remember file digests across processes in ``path`` (the build folder's
+    ``.digests.json``), keyed by (size, mtime): a no-op build hashes nothing."""
+    global _MEMO_FILE, _MEMO
+    _MEMO_FILE = path
+    _MEMO = {}
+    if path:
+        try:
+            with open(path) as f:
+                _MEMO = {k: tuple(v) for k, v in json.load(f).items()}
+        except (OSError, ValueError):
+            _MEMO = {}
+
+
+def save_digest_memo() -> None:
+    global _MEMO_DIRTY
+    if _MEMO_FILE and _MEMO_DIRTY:
+        with contextlib.suppress(OSError):
+            write_bytes(_MEMO_FILE, json.dumps(_MEMO).encode())
+        _MEMO_DIRTY = False
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a file's bytes; memoized by (path, size, mtime_ns), so ``touch`` costs one
+    re-hash and yields the same digest."""
+    global _MEMO_DIRTY
+    st = os.stat(path)
+    ap = os.path.abspath(path)
+    m = _MEMO.get(ap)
+    if m and m[0] == st.st_size and m[1] == st.st_mtime_ns:
+        return m[2]
+    d = _hash_file(path)
+    _MEMO[ap] = (st.st_size, st.st_mtime_ns, d)
+    _MEMO_DIRTY = True
+    return d
+
+
+# ---------------------------------------------------------------- atomic writes
 
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
@@ -63,3 +124,208 @@ def write_json(path: str, obj) -> None:
 def read_json(path: str):
     with open(path) as f:
         return json.load(f)
+
+
+def warn(msg: str) -> None:
+    print(f"wasmforge: warning: {msg}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- the store
+
+def default_store_dir() -> str:
+    return os.path.abspath(os.environ.get("WASMFORGE_CACHE", os.path.join(ROOT, ".wasmforge-cache")))
+
+
+class Store:
+    """The local content-addressed store (CAS blobs + action cache)."""
+
+    def __init__(self, root: str | None = None):
+        self.root = os.path.abspath(root or default_store_dir())
+        for sub in ("cas", "ac", "tmp", "locks"):
+            os.makedirs(os.path.join(self.root, sub), exist_ok=True)
+
+    def _cas(self, sha: str) -> str:
+        return os.path.join(self.root, "cas", sha)
+
+    def _ac(self, key: str) -> str:
+        return os.path.join(self.root, "ac", key)
+
+    # -- blobs
+    def has_blob(self, sha: str) -> bool:
+        return os.path.isfile(self._cas(sha))
+
+    def put_file(self, path: str, sha: str | None = None) -> str:
+        """Copy a file into the CAS (once per content); returns its digest."""
+        sha = sha or file_sha256(path)
+        dest = self._cas(sha)
+        if not os.path.isfile(dest):
+            fd, tmp = tempfile.mkstemp(dir=os.path.join(self.root, "tmp"))
+            os.close(fd)
+            try:
+                shutil.copyfile(path, tmp)
+                if _hash_file(tmp) != sha:   # the source changed under us: store nothing
+                    raise OSError(f"{path} changed while it was being stored")
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, dest)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        return sha
+
+    def put_stream(self, chunks, sha: str) -> bool:
+        """Store bytes from an iterator (a download) if they hash to ``sha``."""
+        fd, tmp = tempfile.mkstemp(dir=os.path.join(self.root, "tmp"))
+        h = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for c in chunks:
+                    h.update(c)
+                    f.write(c)
+            if h.hexdigest() != sha:
+                return False
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, self._cas(sha))
+            return True
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def materialize(self, sha: str, dest: str) -> bool:
+        """Copy blob ``sha`` to ``dest`` atomically, verifying its digest on the way. A blob
+        whose bytes do not match its name is evicted (and False returned)."""
+        src = self._cas(sha)
+        if not os.path.isfile(src):
+            return False
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
+            got = _hash_file(tmp)
+            if got != sha:
+                warn(f"cache entry {src} is corrupted (its bytes hash to {got[:12]}…); evicted, rebuilding")
+                self.evict_blob(sha)
+                raise _Corrupt()
+            os.utime(src)   # least-recently-used bookkeeping
+        return True
+
+    def evict_blob(self, sha: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._cas(sha))
+
+    # -- actions
+    def get_action(self, key: str) -> dict | None:
+        path = self._ac(key)
+        try:
+            with open(path) as f:
+                entry = json.load(f)
+            if not isinstance(entry.get("outputs"), dict):
+                raise ValueError("no outputs")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            warn(f"cache entry {path} is unreadable ({e}); evicted, rebuilding")
+            self.evict_action(key)
+            return None
+        os.utime(path)
+        return entry
+
+    def put_action(self, key: str, entry: dict) -> None:
+        write_bytes(self._ac(key), canonical(entry))
+
+    def evict_action(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._ac(key))
+
+    # -- locking, events, management
+    @contextlib.contextmanager
+    def lock(self, key: str):
+        """Serialize work on one key across processes: the second waits, then hits."""
+        with open(os.path.join(self.root, "locks", key), "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def record(self, event: str, stage: str) -> None:
+        line = f"{time.time():.3f} {event} {stage}\n".encode()
+        fd = os.open(os.path.join(self.root, "events.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)   # one O_APPEND write: lines from concurrent builds never interleave
+        finally:
+            os.close(fd)
+
+    def stats(self) -> dict:
+        blobs = [os.path.join(self.root, "cas", n) for n in os.listdir(os.path.join(self.root, "cas"))]
+        size = sum(os.path.getsize(b) for b in blobs)
+        counts = {"hit local": 0, "hit remote": 0, "miss": 0}
+        with contextlib.suppress(FileNotFoundError):
+            with open(os.path.join(self.root, "events.log")) as f:
+                for line in f:
+                    parts = line.split()
+                    ev = " ".join(parts[1:-1])
+                    if ev in counts:
+                        counts[ev] += 1
+        lookups = sum(counts.values())
+        return {"root": self.root, "blobs": len(blobs), "bytes": size,
+                "actions": len(os.listdir(os.path.join(self.root, "ac"))), "lookups": lookups,
+                **{k.replace(" ", "_"): v for k, v in counts.items()},
+                "hit_rate": (counts["hit local"] + counts["hit remote"]) / lookups if lookups else None}
+
+    def trim(self, limit_bytes: int) -> dict:
+        """Delete least recently used blobs until the CAS fits ``limit_bytes``; drop the
+        action entries that referenced them, and stale temporary files."""
+        now = time.time()
+        for n in os.listdir(os.path.join(self.root, "tmp")):
+            p = os.path.join(self.root, "tmp", n)
+            with contextlib.suppress(OSError):
+                if now - os.path.getmtime(p) > 3600:
+                    os.unlink(p)
+        blobs = []
+        for n in os.listdir(os.path.join(self.root, "cas")):
+            p = os.path.join(self.root, "cas", n)
+            st = os.stat(p)
+            blobs.append((st.st_mtime, st.st_size, n))
+        blobs.sort()
+        total = sum(b[1] for b in blobs)
+        removed = set()
+        for _, size, n in blobs:
+            if total <= limit_bytes:
+                break
+            self.evict_blob(n)
+            removed.add(n)
+            total -= size
+        dropped = 0
+        if removed:
+            for key in os.listdir(os.path.join(self.root, "ac")):
+                entry = self.get_action(key)
+                if entry and any(o["sha256"] in removed for o in entry["outputs"].values()):
+                    self.evict_action(key)
+                    dropped += 1
+        return {"removed_blobs": len(removed), "removed_actions": dropped, "bytes": total}
+
+
+class _Corrupt(Exception):
+    pass
+
+
+def restore(store: Store, entry: dict, paths: dict[str, str]) -> bool:
+    """Materialize every output of an action entry at ``paths`` (label -> path). False when a
+    blob is missing or corrupted (then nothing can be trusted: the caller rebuilds)."""
+    if set(entry["outputs"]) != set(paths):
+        return False
+    if not all(store.has_blob(o["sha256"]) for o in entry["outputs"].values()):
+        return False
+    try:
+        for label, out in entry["outputs"].items():
+            store.materialize(out["sha256"], paths[label])
+    except _Corrupt:
+        return False
+    return True
+
+
+def parse_size(text: str) -> int:
+    """'500M', '2G', '1048576' -> bytes."""
+    t = text.strip().upper().rstrip("B")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    if t and t[-1] in mult:
+        return int(float(t[:-1]) * mult[t[-1]])
+    return int(t)

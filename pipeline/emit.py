@@ -5,18 +5,12 @@ constructor that registers them with ``TVMFFIEnvModRegisterSystemLibSymbol``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 
 from pipeline import relax_build as build_stage
 from pipeline import cache
 from pipeline.errors import StageError
 
-STAGE, SALT = "emit", 1
-
-
-def key(lowered_json: str, p: build_stage.BuildParams, tools: list[dict]) -> str:
-    return cache.digest({"stage": STAGE, "salt": SALT, "params": asdict(p),
-                         "inputs": {"lowered": cache.file_sha256(lowered_json)}, "tools": tools})
+STAGE = "emit"
 
 
 def run(lowered_json: str, p: build_stage.BuildParams, out: str) -> dict:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pipeline import cache
 from pipeline.errors import StageError
 
-STAGE, SALT = "executor", 1
+STAGE = "executor"
 ALIGN = 64
 
 # DLDataTypeCode: 0 int, 1 uint, 2 float, 4 bfloat
@@ -362,13 +362,6 @@ def emit_asm(weights_bin_name: str, weights_bytes: int) -> str:
 
 
 # ---------------------------------------------------------------- the stage
-
-def key(lowered_json: str, io_json: str, tools: list[dict]) -> str:
-    return cache.digest({"stage": STAGE, "salt": SALT, "align": ALIGN,
-                         "inputs": {"lowered": cache.file_sha256(lowered_json),
-                                    "io": cache.file_sha256(io_json)},
-                         "code": cache.file_sha256(__file__), "tools": tools})
-
 
 def check_io(prog: Program, io: dict, path: str) -> None:
     """The plan's inputs and outputs must be the model's, in order, with the same shapes."""

@@ -8,12 +8,12 @@ dimension that the declaration does not pin, and operators TVM cannot import.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from pipeline import cache
 from pipeline.errors import StageError
 
-STAGE, SALT = "import", 1
+STAGE = "import"
 
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
                 9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
@@ -22,11 +22,6 @@ _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: 
 @dataclass(frozen=True)
 class ImportParams:
     inputs: tuple[tuple[str, tuple[int, ...]], ...] = ()   # static shape overrides
-
-
-def key(onnx_path: str, p: ImportParams, tools: list[dict]) -> str:
-    return cache.digest({"stage": STAGE, "salt": SALT, "params": asdict(p),
-                         "inputs": {"onnx": cache.file_sha256(onnx_path)}, "tools": tools})
 
 
 def load_onnx(path: str):

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from pipeline import cache, wasmbin
 from pipeline.errors import StageError
 
-STAGE, SALT = "link", 1
+STAGE = "link"
 RUNTIME_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime")
 RUNTIME_SOURCES = ("wasmforge_runtime.c", "wasmforge_plan.h", "wasmforge.h")
 EXPORTS = ("wasmforge_run", "wasmforge_num_inputs", "wasmforge_num_outputs", "wasmforge_input_ptr",
@@ -37,16 +37,6 @@ def tvm_ffi_include() -> str:
     if spec is None or not spec.origin:
         raise StageError(STAGE, "tvm_ffi", "the apache-tvm-ffi package is not installed (run scripts/setup)")
     return os.path.join(os.path.dirname(spec.origin), "include")
-
-
-def key(kernels_o: str, executor_dir: str, metadata: dict, p: LinkParams, tools: list[dict]) -> str:
-    inputs = {"kernels": cache.file_sha256(kernels_o)}
-    for f in ("executor.c", "weights.S", "weights.bin"):
-        inputs[f] = cache.file_sha256(os.path.join(executor_dir, f))
-    for f in RUNTIME_SOURCES:
-        inputs[f] = cache.file_sha256(os.path.join(RUNTIME_DIR, f))
-    return cache.digest({"stage": STAGE, "salt": SALT, "params": asdict(p), "metadata": metadata,
-                         "inputs": inputs, "tools": tools})
 
 
 def _run(argv: list[str], what: str, path: str, cwd: str | None = None) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 from pipeline import cache
 from pipeline.errors import StageError
 
-STAGE, SALT = "materialize", 1
+STAGE = "materialize"
 CALIBRATION_INPUTS = 4
 LOGIT_STD = 2.0
 
@@ -42,12 +42,6 @@ def zoo_path(name: str) -> str:
 
     return os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light",
                         f"light_{name}.onnx")
-
-
-def key(p: MaterializeParams, tools: list[dict]) -> str:
-    return cache.digest({"stage": STAGE, "salt": SALT, "params": p.__dict__,
-                         "constants": [CALIBRATION_INPUTS, LOGIT_STD],
-                         "inputs": {"zoo": cache.file_sha256(zoo_path(p.zoo))}, "tools": tools})
 
 
 def _attr(node, name, default):

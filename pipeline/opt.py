@@ -6,15 +6,14 @@ than a silently broken module. The metadata section gains an ``opt`` entry.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from pipeline import cache, wasmbin
 from pipeline.errors import StageError
 
-STAGE, SALT = "opt", 1
+STAGE = "opt"
 
 # LLVM feature name -> binaryen flag (None: implied by another flag, nothing to enable)
 FEATURE_FLAGS = {
@@ -46,11 +45,6 @@ def feature_flags(features: list[str], path: str) -> list[str]:
     if unknown:
         raise StageError(STAGE, path, f"the module uses wasm features wasm-opt cannot be told about: {unknown}")
     return sorted({FEATURE_FLAGS[f] for f in features if FEATURE_FLAGS[f]})
-
-
-def key(linked: str, p: OptParams, tools: list[dict]) -> str:
-    return cache.digest({"stage": STAGE, "salt": SALT, "params": asdict(p),
-                         "inputs": {"wasm": cache.file_sha256(linked)}, "tools": tools})
 
 
 def run(linked: str, p: OptParams, wasm_opt, out: str) -> dict:

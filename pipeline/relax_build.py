@@ -11,12 +11,12 @@ kernels as TIR PrimFuncs; the emit and executor stages read it.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from pipeline import cache
 from pipeline.errors import StageError
 
-STAGE, SALT = "relax_build", 1
+STAGE = "relax_build"
 TUNING_FILES = ("database_workload.json", "database_tuning_record.json")
 
 
@@ -92,14 +92,6 @@ PASS_NAMES = ["DispatchSampling", "DispatchSortScan", "LegalizeOps", "AnnotateTI
               "LowerRuntimeBuiltin", "ComputePrimValue", "VMShapeLower", "AttachGlobalSymbol"]
 
 
-def key(module_json: str, log_dir: str, p: BuildParams, tools: list[dict]) -> str:
-    return cache.digest({"stage": STAGE, "salt": SALT, "params": asdict(p), "passes": PASS_NAMES,
-                         "inputs": {"module": cache.file_sha256(module_json),
-                                    "tuning": {os.path.basename(f): cache.file_sha256(f)
-                                               for f in tuning_files(log_dir)}},
-                         "tools": tools})
-
-
 def run(module_json: str, log_dir: str, p: BuildParams, out: str) -> dict:
     import tvm
 
@@ -107,18 +99,18 @@ def run(module_json: str, log_dir: str, p: BuildParams, out: str) -> dict:
         mod = tvm.ir.load_json(f.read())
     tgt = target(p)
     logs = tuning_files(log_dir)
-    seq = tvm.transform.Sequential(passes(tgt, bool(logs)))
     try:
         with tgt:
+            seq = tvm.transform.Sequential(passes(tgt, bool(logs)))
             if logs:
-                from tvm import meta_schedule as ms
+                from tvm.s_tir import meta_schedule as ms
 
                 db = ms.database.JSONDatabase(path_workload=logs[0], path_tuning_record=logs[1])
                 with db, tvm.transform.PassContext(opt_level=3):
                     mod = seq(mod)
             else:
                 mod = seq(mod)
-    except tvm.error.TVMError as e:
+    except (tvm.error.InternalError, RuntimeError, ValueError) as e:
         raise StageError(STAGE, module_json, f"TVM failed to lower the model: {str(e).strip().splitlines()[-1]}") from None
     cache.write_bytes(out, tvm.ir.save_json(mod).encode())
     kernels = sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc))

@@ -1,8 +1,15 @@
-"""The stage graph for one model: paths, dependencies and how to run each stage.
+"""The stage graph for one model: inputs, outputs, configuration and key of every stage,
+and ``run_stage``, which serves a stage from the cache or runs it.
 
-``dodo.py`` turns ``graph(model)`` into doit tasks; ``python -m pipeline <stage> <model>``
-runs one stage (``run_stage``), timing it and writing ``stage.json`` (key, seconds, result)
-as the stage's last, atomic write.
+A stage's *config* is every input that is not a file: its parameters, the identities of the
+tools it runs and the digest of its own code. The same dict feeds doit's ``config_changed``
+and the stage key, so the two cannot disagree; the key adds the sha256 of every input file
+(by label, never by path or mtime, so keys agree across checkouts and machines).
+
+``run_stage`` looks the key up in the local store, then the remote one; on a hit it
+restores the outputs without running the stage (no TVM), on a miss it runs the stage and
+stores the outputs. ``stage.json`` (key, seconds, cache hit or miss, result) is the stage's
+last, atomic write: a stage killed before it has not finished, whatever else it wrote.
 """
 from __future__ import annotations
 
@@ -10,11 +17,28 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
+from doit.dependency import FileChangedChecker
+
 import toolchain
 from pipeline import cache, emit, executor, importer, link, materialize, opt, relax_build, validate
 from pipeline.dsl import ROOT, Model, Zoo
+from pipeline.remote import Remote
 
 STAGES = ("materialize", "import", "relax_build", "emit", "executor", "link", "opt", "validate")
+SCHEMA = 1   # bump to disown every cached result at once (Bazel's salt)
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# the code each stage runs: its digest is part of the stage's config
+CODE = {
+    "materialize": ["materialize.py"],
+    "import": ["importer.py"],
+    "relax_build": ["relax_build.py"],
+    "emit": ["emit.py", "relax_build.py"],
+    "executor": ["executor.py"],
+    "link": ["link.py", "wasmbin.py", "stages.py"],   # stages.py: the metadata() it embeds
+    "opt": ["opt.py", "wasmbin.py"],
+    "validate": ["validate.py", "host.py", "wasmbin.py"],
+}
 
 
 def build_root() -> str:
@@ -54,64 +78,94 @@ class Paths:
 @dataclass
 class Stage:
     name: str
-    file_dep: list[str]
-    targets: list[str]
-    config: dict          # every non-file input: parameters and tool identities
+    inputs: dict[str, str]     # label -> path of every input file
+    outputs: dict[str, str]    # label -> path of every output file (cached)
+    config: dict               # every non-file input
+    stage_json: str
+
+    @property
+    def file_dep(self) -> list[str]:
+        return list(self.inputs.values())
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.outputs.values()) + [self.stage_json]
+
+    def input_digests(self) -> dict[str, str]:
+        return {label: cache.file_sha256(path) for label, path in self.inputs.items()}
+
+
+def stage_key(name: str, config: dict, input_digests: dict[str, str]) -> str:
+    """The cache key of a stage: pure, from its config and its inputs' digests."""
+    return cache.digest({"schema": SCHEMA, "stage": name, "config": config, "inputs": input_digests})
 
 
 def _py(*names: str) -> list[dict]:
     return [toolchain.python_package(n) for n in names]
 
 
+def _code(stage: str) -> dict[str, str]:
+    return {f: cache.file_sha256(os.path.join(_HERE, f)) for f in CODE[stage]}
+
+
 def params(m: Model) -> dict:
-    return {"import": importer.ImportParams(inputs=m.inputs),
+    return {"materialize": materialize.MaterializeParams(m.source.name, m.source.seed)
+            if isinstance(m.source, Zoo) else None,
+            "import": importer.ImportParams(inputs=m.inputs),
             "relax_build": relax_build.BuildParams(mattr=m.mattr),
             "link": link.LinkParams(),
             "opt": opt.OptParams(level=m.opt_level)}
 
 
 def graph(m: Model) -> list[Stage]:
-    """The stages of one model, in order. Tool identities are probed lazily per stage."""
+    """The stages of one model, in order."""
     p = Paths(m)
     pr = params(m)
-    tvm_tools = _py("apache-tvm", "apache-tvm-ffi")
+    tvm = _py("apache-tvm", "apache-tvm-ffi")
+
+    def outs(stage: str, *files: str) -> dict[str, str]:
+        return {f"{stage}/{f}": p.stage(stage, f) for f in files}
+
+    def mk(name: str, inputs: dict, outputs: dict, config: dict) -> Stage:
+        return Stage(name, inputs, outputs, {**config, "code": _code(name)}, p.stage_json(name))
+
+    lowered = outs("relax_build", "lowered.json")
+    imported = outs("import", "model.json", "io.json")
+    ex_files = outs("executor", "executor.c", "weights.bin", "weights.S", "plan.json")
+    linked = outs("link", f"{m.name}.linked.wasm")
+    optimized = outs("opt", f"{m.name}.wasm")
     stages = []
     if isinstance(m.source, Zoo):
-        stages.append(Stage("materialize", [], [p.source],
-                            {"params": asdict(materialize.MaterializeParams(m.source.name, m.source.seed)),
-                             "tools": _py("onnx", "onnxruntime", "numpy")}))
+        stages.append(mk("materialize", {"zoo": materialize.zoo_path(m.source.name)},
+                         outs("materialize", "source.onnx"),
+                         {"params": asdict(pr["materialize"]), "tools": _py("onnx", "onnxruntime", "numpy")}))
+    tuning = {f"tuning/{os.path.basename(f)}": f for f in relax_build.tuning_files(m.tuning_dir())}
+    runtime = {f"runtime/{f}": os.path.join(link.RUNTIME_DIR, f) for f in link.RUNTIME_SOURCES}
     stages += [
-        Stage("import", [p.source], [p.stage("import", "model.json"), p.stage("import", "io.json")],
-              {"params": asdict(pr["import"]), "tools": tvm_tools + _py("onnx")}),
-        Stage("relax_build", [p.stage("import", "model.json")] + relax_build.tuning_files(m.tuning_dir()),
-              [p.stage("relax_build", "lowered.json")],
-              {"params": asdict(pr["relax_build"]), "passes": relax_build.PASS_NAMES,
-               "tools": tvm_tools}),
-        Stage("emit", [p.stage("relax_build", "lowered.json")], [p.stage("emit", "kernels.o")],
-              {"params": asdict(pr["relax_build"]), "tools": tvm_tools}),
-        Stage("executor", [p.stage("relax_build", "lowered.json"), p.stage("import", "io.json"),
-                           executor.__file__],
-              [p.stage("executor", f) for f in ("executor.c", "weights.bin", "weights.S", "plan.json")],
-              {"tools": tvm_tools}),
-        Stage("link", [p.stage("emit", "kernels.o")] +
-              [p.stage("executor", f) for f in ("executor.c", "weights.bin", "weights.S")] +
-              [os.path.join(link.RUNTIME_DIR, f) for f in link.RUNTIME_SOURCES] +
-              [p.source, p.stage("import", "io.json")],
-              [p.stage("link", f"{m.name}.linked.wasm")],
-              {"params": asdict(pr["link"]), "metadata_options": asdict(pr["relax_build"]),
-               "tools": [toolchain.clang().identity(), toolchain.wasm_ld().identity()] + tvm_tools}),
-        Stage("opt", [p.stage("link", f"{m.name}.linked.wasm")], [p.stage("opt", f"{m.name}.wasm")],
-              {"params": asdict(pr["opt"]), "tools": [toolchain.wasm_opt().identity()]}),
-        Stage("validate", [p.stage("opt", f"{m.name}.wasm"), p.source], [p.report, p.published],
-              {"seeds": list(m.seeds), "tolerance": asdict(m.tolerance),
-               "tools": _py("wasmtime", "onnxruntime")}),
+        mk("import", {"source": p.source}, imported,
+           {"params": asdict(pr["import"]), "tools": tvm + _py("onnx")}),
+        mk("relax_build", {"import/model.json": imported["import/model.json"], **tuning}, lowered,
+           {"params": asdict(pr["relax_build"]), "passes": relax_build.PASS_NAMES, "tools": tvm}),
+        mk("emit", dict(lowered), outs("emit", "kernels.o"),
+           {"params": asdict(pr["relax_build"]), "tools": tvm}),
+        mk("executor", {**lowered, "import/io.json": imported["import/io.json"]}, ex_files,
+           {"tools": tvm}),
+        mk("link", {"emit/kernels.o": p.stage("emit", "kernels.o"), "source": p.source,
+                    "import/io.json": imported["import/io.json"], **runtime,
+                    **{k: v for k, v in ex_files.items() if not k.endswith("plan.json")}}, linked,
+           {"params": asdict(pr["link"]), "model": m.name, "target": pr["relax_build"].target_dict(),
+            "tools": [toolchain.clang().identity(), toolchain.wasm_ld().identity()] + tvm}),
+        mk("opt", dict(linked), optimized,
+           {"params": asdict(pr["opt"]), "tools": [toolchain.wasm_opt().identity()]}),
+        mk("validate", {**optimized, "source": p.source},
+           {"report.json": p.report, f"{m.name}.wasm": p.published},
+           {"seeds": list(m.seeds), "tolerance": asdict(m.tolerance), "tools": _py("wasmtime", "onnxruntime")}),
     ]
-    for s in stages:
-        s.targets.append(p.stage_json(s.name))
     return stages
 
 
 def metadata(m: Model, p: Paths) -> dict:
+    """What the module says about itself, in its ``wasmforge.metadata`` custom section."""
     io = cache.read_json(p.stage("import", "io.json"))
     pr = params(m)
     return {"wasmforge": 1, "model": m.name, "inputs": io["inputs"], "outputs": io["outputs"],
@@ -125,36 +179,98 @@ def metadata(m: Model, p: Paths) -> dict:
                     "error": "wasmforge_last_error"}}
 
 
-def run_stage(m: Model, name: str) -> dict:
+def execute(m: Model, st: Stage) -> dict:
+    """Run one stage for real; returns its result summary."""
     p = Paths(m)
     pr = params(m)
-    st = {s.name: s for s in graph(m)}[name]
-    t0 = time.perf_counter()
-    if name == "materialize":
-        result = materialize.run(materialize.MaterializeParams(m.source.name, m.source.seed), p.source)
-    elif name == "import":
-        result = importer.run(p.source, pr["import"], *st.targets[:2])
-    elif name == "relax_build":
-        result = relax_build.run(p.stage("import", "model.json"), m.tuning_dir(), pr["relax_build"], st.targets[0])
-    elif name == "emit":
-        result = emit.run(p.stage("relax_build", "lowered.json"), pr["relax_build"], st.targets[0])
-    elif name == "executor":
-        result = executor.run(p.stage("relax_build", "lowered.json"), p.stage("import", "io.json"), p.stage("executor"))
-    elif name == "link":
-        result = link.run(p.stage("emit", "kernels.o"), p.stage("executor"), metadata(m, p), pr["link"],
-                          toolchain.clang(), toolchain.wasm_ld(), st.targets[0], p.stage("link", "obj"))
-    elif name == "opt":
-        result = opt.run(p.stage("link", f"{m.name}.linked.wasm"), pr["opt"], toolchain.wasm_opt(), st.targets[0])
-    elif name == "validate":
-        opt_stage = cache.read_json(p.stage_json("opt"))["result"]
-        sizes = {"before_wasm_opt": opt_stage["bytes_before"], "after_wasm_opt": opt_stage["bytes_after"]}
+    o = st.outputs
+    if st.name == "materialize":
+        return materialize.run(pr["materialize"], p.source)
+    if st.name == "import":
+        return importer.run(p.source, pr["import"], o["import/model.json"], o["import/io.json"])
+    if st.name == "relax_build":
+        return relax_build.run(st.inputs["import/model.json"], m.tuning_dir(), pr["relax_build"],
+                               o["relax_build/lowered.json"])
+    if st.name == "emit":
+        return emit.run(st.inputs["relax_build/lowered.json"], pr["relax_build"], o["emit/kernels.o"])
+    if st.name == "executor":
+        return executor.run(st.inputs["relax_build/lowered.json"], st.inputs["import/io.json"], p.stage("executor"))
+    if st.name == "link":
+        return link.run(st.inputs["emit/kernels.o"], p.stage("executor"), metadata(m, p), pr["link"],
+                        toolchain.clang(), toolchain.wasm_ld(), o[f"link/{m.name}.linked.wasm"],
+                        p.stage("link", "obj"))
+    if st.name == "opt":
+        return opt.run(st.inputs[f"link/{m.name}.linked.wasm"], pr["opt"], toolchain.wasm_opt(),
+                       o[f"opt/{m.name}.wasm"])
+    if st.name == "validate":
+        opt_result = cache.read_json(p.stage_json("opt"))["result"]
+        sizes = {"before_wasm_opt": opt_result["bytes_before"], "after_wasm_opt": opt_result["bytes_after"]}
         files = {s: p.stage_json(s) for s in STAGES if s != "validate"}
-        report = validate.run(p.stage("opt", f"{m.name}.wasm"), p.source,
-                              m.seeds, m.tolerance, files, sizes, p.published, p.report)
-        result = {"passed": report["passed"]}
-    else:
-        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+        report = validate.run(st.inputs[f"opt/{m.name}.wasm"], p.source, m.seeds, m.tolerance, files,
+                              sizes, p.published, p.report)
+        return {"passed": report["passed"]}
+    raise ValueError(f"unknown stage {st.name!r}; stages: {', '.join(STAGES)}")
+
+
+def run_stage(m: Model, name: str, store: cache.Store | None = None) -> dict:
+    p = Paths(m)
+    cache.set_digest_memo(os.path.join(p.root, ".digests.json"))
+    by_name = {s.name: s for s in graph(m)}
+    if name not in by_name:
+        raise ValueError(f"unknown stage {name!r} for {m.name}; stages: {', '.join(by_name)}")
+    st = by_name[name]
+    t0 = time.perf_counter()
+    key = stage_key(name, st.config, st.input_digests())
+    store = store or cache.Store()
+    remote = Remote.from_env()
+    with store.lock(key):
+        entry, source = store.get_action(key), "hit local"
+        if entry is None and remote is not None:
+            entry, source = remote.get_action(key), "hit remote"
+            if entry is not None and not all(store.has_blob(o["sha256"]) or remote.fetch_blob(store, o["sha256"])
+                                             for o in entry["outputs"].values()):
+                entry = None
+        if entry is not None and cache.restore(store, entry, st.outputs):
+            result = entry["result"]
+            if source == "hit remote":
+                store.put_action(key, entry)
+            elif remote is not None and remote.upload and remote.get_action(key) is None:
+                remote.put(store, key, entry)   # built before the team's remote was configured
+        else:
+            source = "miss"
+            result = execute(m, st)
+            outputs = {}
+            for label, path in st.outputs.items():
+                sha = store.put_file(path)
+                outputs[label] = {"sha256": sha, "size": os.path.getsize(path)}
+            entry = {"stage": name, "outputs": outputs, "result": result,
+                     "seconds": round(time.perf_counter() - t0, 3)}
+            store.put_action(key, entry)
+            if remote is not None:
+                remote.put(store, key, entry)
+        store.record(source, name)
     seconds = round(time.perf_counter() - t0, 3)
-    cache.write_json(p.stage_json(name), {"stage": name, "model": m.name, "seconds": seconds,
-                                          "config": cache.digest(st.config), "result": result})
-    return result
+    cache.write_json(st.stage_json, {"stage": name, "model": m.name, "key": key, "cache": source,
+                                     "seconds": seconds, "built_seconds": entry.get("seconds"),
+                                     "result": result})
+    cache.save_digest_memo()
+    return {"cache": source, **result} if isinstance(result, dict) else result
+
+
+class Sha256Checker(FileChangedChecker):
+    """doit file checker: (mtime, size) short-cut, then sha256 through the same memo the
+    stage keys use (doit's MD5Checker, with our digest)."""
+
+    def check_modified(self, file_path, file_stat, state):
+        mtime, size, sha = state
+        if file_stat.st_mtime == mtime:
+            return False
+        if file_stat.st_size != size:
+            return True
+        return sha != cache.file_sha256(file_path)
+
+    def get_state(self, dep, current_state):
+        st = os.stat(dep)
+        if current_state and current_state[0] == st.st_mtime:
+            return None
+        return st.st_mtime, st.st_size, cache.file_sha256(dep)

@@ -19,13 +19,7 @@ from pipeline import cache, wasmbin
 from pipeline.dsl import Tolerance
 from pipeline.errors import StageError
 
-STAGE, SALT = "validate", 1
-
-
-def key(wasm: str, onnx_path: str, seeds, tol: Tolerance, tools: list[dict]) -> str:
-    return cache.digest({"stage": STAGE, "salt": SALT, "seeds": list(seeds), "tolerance": asdict(tol),
-                         "inputs": {"wasm": cache.file_sha256(wasm), "onnx": cache.file_sha256(onnx_path)},
-                         "tools": tools})
+STAGE = "validate"
 
 
 def seeded_inputs(decls: list[dict], seed: int) -> dict[str, np.ndarray]:
@@ -71,6 +65,9 @@ def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str,
     from pipeline.host import WasmModel
 
     t0 = time.perf_counter()
+    # until this run passes, nothing at the published path may look like a finished module
+    if os.path.exists(published):
+        os.unlink(published)
     with open(wasm, "rb") as f:
         data = f.read()
     imports = wasmbin.imports(data)
@@ -105,8 +102,6 @@ def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str,
     if passed:
         with cache.atomic_path(published) as tmp:
             shutil.copyfile(wasm, tmp)
-    elif os.path.exists(published):
-        os.unlink(published)
     cache.write_json(report_path, report)
     if not passed:
         worst = [f"seed {r['seed']}: " + ", ".join(f"{k}: max_abs_error {v['max_abs_error']:.3g} "

@@ -57,12 +57,16 @@ class Doit:
     """Runs the project's real task graph: ``python -m doit`` on dodo.py, in its own build
     folder, with model declarations from ``decls``."""
 
-    def __init__(self, build, decls):
+    def __init__(self, build, decls, store=None):
         self.build, self.decls = str(build), str(decls)
+        # each test gets its own content-addressed store unless it shares one on purpose
+        self.store = str(store or os.path.join(os.path.dirname(self.build), "store"))
         os.makedirs(self.decls, exist_ok=True)
 
     def env(self, **extra):
-        env = dict(os.environ, WASMFORGE_BUILD=self.build, WASMFORGE_MODELS=self.decls)
+        env = dict(os.environ, WASMFORGE_BUILD=self.build, WASMFORGE_MODELS=self.decls,
+                   WASMFORGE_CACHE=self.store)
+        env.pop("WASMFORGE_REMOTE_CACHE", None)
         env.update(extra)
         return env
 
@@ -70,9 +74,12 @@ class Doit:
         with open(os.path.join(self.decls, filename), "w") as f:
             f.write(text)
 
+    def argv(self, *args):
+        return [sys.executable, "-m", "doit", "-f", os.path.join(ROOT, "dodo.py"), *args]
+
     def __call__(self, *args, check=True, **env):
-        res = subprocess.run([sys.executable, "-m", "doit", "-f", os.path.join(ROOT, "dodo.py"), *args],
-                             cwd=ROOT, env=self.env(**env), capture_output=True, text=True, timeout=1800)
+        res = subprocess.run(self.argv(*args), cwd=ROOT, env=self.env(**env), capture_output=True,
+                             text=True, timeout=1800)
         if check and res.returncode != 0:
             raise AssertionError(f"doit {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
         return res
@@ -84,3 +91,110 @@ class Doit:
 @pytest.fixture
 def doit(tmp_path):
     return Doit(tmp_path / "build", tmp_path / "decls")
+
+
+def ran(res) -> list[str]:
+    """The stages doit executed (its ".  task:name" lines), in order."""
+    return [line[3:].split(":")[0] for line in res.stdout.splitlines() if line.startswith(".  ")]
+
+
+@pytest.fixture
+def no_tvm(tmp_path):
+    """A PYTHONPATH entry that makes `import tvm` fail: a build that succeeds with it has
+    not run TVM (every TVM stage was served from a cache)."""
+    shim = tmp_path / "no_tvm"
+    (shim / "tvm").mkdir(parents=True)
+    (shim / "tvm" / "__init__.py").write_text('raise ImportError("TVM ran, but the cache should have served this stage")\n')
+    return {"PYTHONPATH": str(shim)}
+
+
+class Nginx:
+    """Debian's nginx on loopback as a Bazel-protocol HTTP cache (WebDAV PUT), plus a second
+    port where the same nginx misbehaves (500 for everything)."""
+
+    def __init__(self, base, auth: tuple[str, str] | None = None):
+        import socket
+
+        self.base = str(base)
+        self.data = os.path.join(self.base, "data")
+        os.makedirs(self.data, exist_ok=True)
+        os.chmod(self.data, 0o777)
+        ports = []
+        for _ in range(2):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+            s.close()
+        self.port, self.bad_port = ports
+        auth_conf = ""
+        if auth:
+            with open(os.path.join(self.base, "htpasswd"), "w") as f:
+                f.write(f"{auth[0]}:{{PLAIN}}{auth[1]}\n")
+            auth_conf = f'auth_basic "cache"; auth_basic_user_file {self.base}/htpasswd;'
+        tmp = {k: os.path.join(self.base, k) for k in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
+        conf = f"""
+daemon off;
+worker_processes 1;
+pid {self.base}/nginx.pid;
+error_log {self.base}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log {self.base}/access.log;
+  client_body_temp_path {tmp['body']}; proxy_temp_path {tmp['proxy']};
+  fastcgi_temp_path {tmp['fastcgi']}; uwsgi_temp_path {tmp['uwsgi']}; scgi_temp_path {tmp['scgi']};
+  server {{
+    listen 127.0.0.1:{self.port};
+    client_max_body_size 0;
+    location / {{
+      root {self.data};
+      dav_methods PUT;
+      create_full_put_path on;
+      dav_access user:rw group:r all:r;
+      {auth_conf}
+    }}
+  }}
+  server {{
+    listen 127.0.0.1:{self.bad_port};
+    location / {{ return 500; }}
+  }}
+}}
+"""
+        conf_path = os.path.join(self.base, "nginx.conf")
+        with open(conf_path, "w") as f:
+            f.write(conf)
+        if os.geteuid() == 0:   # workers would otherwise run as nobody
+            with open(conf_path, "a") as f:
+                f.write("user root root;\n")
+        self.proc = subprocess.Popen(["nginx", "-p", self.base, "-c", conf_path, "-e", f"{self.base}/error.log"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        import time
+        import urllib.error
+        import urllib.request
+
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ping", timeout=1)
+            except urllib.error.HTTPError:
+                return  # any HTTP answer: it is up
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"nginx did not start: {open(os.path.join(self.base, 'error.log')).read()}")
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/cache"
+
+    @property
+    def bad_url(self):
+        return f"http://127.0.0.1:{self.bad_port}/cache"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    server = Nginx(tmp_path / "nginx")
+    yield server
+    server.stop()

@@ -1,0 +1,134 @@
+"""A shared remote cache speaking Bazel's HTTP cache protocol.
+
+    GET/PUT <url>/cas/<sha256>   blobs (the server may check that the body hashes to the name)
+    GET/PUT <url>/ac/<key>       our action entries (JSON)
+
+Any server speaking it backs a team: nginx with WebDAV (``dav_methods PUT``), or
+``bazel-remote --disable_http_ac_validation`` (its AC otherwise only takes Bazel protobufs).
+
+Configuration, from the environment only:
+    WASMFORGE_REMOTE_CACHE           http(s)://host:port/prefix   (unset: no remote)
+    WASMFORGE_REMOTE_CACHE_TOKEN     sent as "Authorization: Bearer <token>"
+    WASMFORGE_REMOTE_CACHE_USER / WASMFORGE_REMOTE_CACHE_PASSWORD   basic auth instead
+    WASMFORGE_REMOTE_CACHE_UPLOAD=0  read only (e.g. for untrusted CI jobs)
+Credentials are never printed or stored: messages show the URL without its userinfo.
+
+The remote can only make a build faster, never fail or poison it: an unreachable or
+misbehaving server, or a blob whose bytes do not hash to its name, is a warning, after which
+the build goes on locally and the remote is not asked again in this process.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from pipeline import cache
+
+TIMEOUT = float(os.environ.get("WASMFORGE_REMOTE_CACHE_TIMEOUT", "30"))
+
+
+def redact(url: str) -> str:
+    p = urllib.parse.urlsplit(url)
+    host = p.hostname or ""
+    if p.port:
+        host += f":{p.port}"
+    return urllib.parse.urlunsplit((p.scheme, host, p.path, "", ""))
+
+
+class Remote:
+    def __init__(self, url: str, headers: dict[str, str] | None = None, upload: bool = True):
+        p = urllib.parse.urlsplit(url)
+        if p.scheme not in ("http", "https") or not p.hostname:
+            raise ValueError(f"WASMFORGE_REMOTE_CACHE must be an http(s) URL, got {redact(url)!r}")
+        self.headers = dict(headers or {})
+        if p.username:   # credentials in the URL: move them to a header, drop them from the URL
+            raw = f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}"
+            self.headers["Authorization"] = "Basic " + base64.b64encode(raw.encode()).decode()
+        self.base = redact(url).rstrip("/")
+        self.upload = upload
+        self.broken = False
+
+    @classmethod
+    def from_env(cls) -> "Remote | None":
+        url = os.environ.get("WASMFORGE_REMOTE_CACHE")
+        if not url:
+            return None
+        headers = {}
+        if os.environ.get("WASMFORGE_REMOTE_CACHE_TOKEN"):
+            headers["Authorization"] = "Bearer " + os.environ["WASMFORGE_REMOTE_CACHE_TOKEN"]
+        elif os.environ.get("WASMFORGE_REMOTE_CACHE_USER"):
+            raw = f"{os.environ['WASMFORGE_REMOTE_CACHE_USER']}:{os.environ.get('WASMFORGE_REMOTE_CACHE_PASSWORD', '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(raw.encode()).decode()
+        try:
+            return cls(url, headers, upload=os.environ.get("WASMFORGE_REMOTE_CACHE_UPLOAD", "1") != "0")
+        except ValueError as e:
+            cache.warn(f"remote cache disabled: {e}")
+            return None
+
+    def _fail(self, what: str, err: Exception) -> None:
+        if not self.broken:
+            detail = f"HTTP {err.code}" if isinstance(err, urllib.error.HTTPError) else type(err).__name__
+            cache.warn(f"remote cache {self.base}: {what} failed ({detail}); building locally "
+                       "and not using the remote cache for the rest of this run")
+        self.broken = True
+
+    def _request(self, method: str, path: str, data=None, length: int | None = None):
+        req = urllib.request.Request(f"{self.base}/{path}", data=data, method=method, headers=dict(self.headers))
+        if length is not None:
+            req.add_header("Content-Length", str(length))
+            req.add_header("Content-Type", "application/octet-stream")
+        return urllib.request.urlopen(req, timeout=TIMEOUT)
+
+    def get_action(self, key: str) -> dict | None:
+        if self.broken:
+            return None
+        try:
+            with self._request("GET", f"ac/{key}") as r:
+                entry = json.loads(r.read())
+            if not isinstance(entry, dict) or not isinstance(entry.get("outputs"), dict):
+                raise ValueError("not an action entry")
+            return entry
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                self._fail(f"GET ac/{key[:12]}…", e)
+        except (OSError, ValueError) as e:
+            self._fail(f"GET ac/{key[:12]}…", e)
+        return None
+
+    def fetch_blob(self, store: cache.Store, sha: str) -> bool:
+        """Download blob ``sha`` into the local store; False (with a warning) when the server
+        does not have it or sends bytes that do not hash to ``sha``."""
+        if self.broken:
+            return False
+        try:
+            with self._request("GET", f"cas/{sha}") as r:
+                ok = store.put_stream(iter(lambda: r.read(1 << 20), b""), sha)
+            if not ok:
+                cache.warn(f"remote cache {self.base}: cas/{sha[:12]}… does not match its digest; ignored")
+            return ok
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                self._fail(f"GET cas/{sha[:12]}…", e)
+        except OSError as e:
+            self._fail(f"GET cas/{sha[:12]}…", e)
+        return False
+
+    def put(self, store: cache.Store, key: str, entry: dict) -> None:
+        """Upload the blobs, then the action entry (last, so a reader never sees an entry
+        whose blobs are missing)."""
+        if self.broken or not self.upload:
+            return
+        try:
+            for out in entry["outputs"].values():
+                sha = out["sha256"]
+                path = os.path.join(store.root, "cas", sha)
+                with open(path, "rb") as f:
+                    self._request("PUT", f"cas/{sha}", data=f, length=os.path.getsize(path)).close()
+            body = cache.canonical(entry)
+            self._request("PUT", f"ac/{key}", data=body, length=len(body)).close()
+        except (OSError, urllib.error.HTTPError) as e:
+            self._fail(f"PUT ac/{key[:12]}…", e)
