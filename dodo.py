@@ -6,9 +6,12 @@ writes), plus ``build:<model>``, the whole pipeline for one model.
     doit list --all            # every stage of every model
 """
 import atexit
+import functools
 import os
+import shlex
 import sys
 
+from doit.action import CmdAction
 from doit.tools import config_changed
 
 import models
@@ -115,3 +118,25 @@ def task_cache_trim():
     return {"actions": [(trim,)], "params": [{"name": "limit", "long": "limit", "default": "10G",
                                               "help": "size to trim the cache to (K, M, G suffixes)"}],
             "uptodate": [False], "verbosity": 2}
+
+
+def _tune_cmd(name, trials):
+    return f"{shlex.quote(sys.executable)} -m pipeline tune {name}" + (f" --trials {trials}" if trials else "")
+
+
+def task_tune():
+    """autotune the model's kernels measured in wasmtime; writes models/<name>.tuning/ (resumable)"""
+    for name in sorted(MODELS):
+        yield {"name": name, "actions": [CmdAction(functools.partial(_tune_cmd, name))],
+               "task_dep": [f"import:{name}"], "uptodate": [False], "verbosity": 2,
+               "params": [{"name": "trials", "long": "trials", "type": int, "default": 0,
+                           "help": "trial budget, records already in the log included "
+                                   "(default: the model's tune_trials)"}],
+               "doc": f"tune {name}"}
+
+
+def task_publish():
+    """release the validated module: bundle, manifest, SHA256SUMS, tar.gz, OCI (+ push with WASMFORGE_REGISTRY)"""
+    for name in sorted(MODELS):
+        yield {"name": name, "actions": [[sys.executable, "-m", "pipeline", "publish", name]],
+               "task_dep": [f"build:{name}"], "uptodate": [False], "doc": f"publish {name}"}

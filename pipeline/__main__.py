@@ -6,15 +6,23 @@ import os
 import sys
 
 import models
-from pipeline import dsl, stages
+from pipeline import cache, dsl, stages
 from pipeline.errors import StageError
+from pipeline.oci import OciError
 from toolchain import ToolchainError
 
 
 def main(argv: list[str]) -> int:
+    trials = None
+    if len(argv) == 4 and argv[2] == "--trials" and argv[3].isdigit():
+        trials = int(argv[3])
+        argv = argv[:2]
     if len(argv) != 2:
-        print(f"usage: python -m pipeline <stage> <model>\n  stages: {', '.join(stages.STAGES)}",
-              file=sys.stderr)
+        print("usage: python -m pipeline <stage> <model>\n"
+              "       python -m pipeline bench <model>\n"
+              "       python -m pipeline tune <model> [--trials N]\n"
+              "       python -m pipeline publish <model>\n"
+              f"  stages: {', '.join(stages.STAGES)}", file=sys.stderr)
         return 2
     stage, name = argv
     try:
@@ -29,10 +37,33 @@ def main(argv: list[str]) -> int:
                                gflop=bench.gflop(p.source))
             print(bench.table(result))
             return 0
+        if stage == "publish":
+            import toolchain
+            from pipeline import publish, relax_build
+
+            p = stages.Paths(m)
+            tools = {t.name: t.identity() for t in (toolchain.clang(), toolchain.wasm_ld(), toolchain.wasm_opt())}
+            for pkg in ("apache-tvm", "apache-tvm-ffi", "onnx", "onnxruntime", "wasmtime"):
+                tools[pkg] = toolchain.python_package(pkg)
+            tuning = {os.path.basename(f): cache.file_sha256(f) for f in relax_build.tuning_files(m.tuning_dir())}
+            result = publish.run(name, m.version, p.published, p.report, cache.file_sha256(p.source), tuning,
+                                 tools, os.path.join(p.dir, "bench.json"))
+            print(f"{name}: publish done: {result}", file=sys.stderr)
+            return 0
+        if stage == "tune":
+            import toolchain
+            from pipeline import tune
+
+            p = stages.Paths(m)
+            result = tune.run(p.stage("import", "model.json"), stages.params(m)["relax_build"], m.tuning_dir(),
+                              p.stage("tune"), trials if trials else m.tune_trials,
+                              toolchain.clang(), toolchain.wasm_ld())
+            print(f"{name}: tune done: {result}", file=sys.stderr)
+            return 0
         if stage not in stages.STAGES:
             raise dsl.DeclarationError(f"unknown stage {stage!r}; stages: {', '.join(stages.STAGES)}")
         result = stages.run_stage(m, stage)
-    except (StageError, ToolchainError, dsl.DeclarationError) as e:
+    except (StageError, ToolchainError, dsl.DeclarationError, OciError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{name}: {stage} done: {result}", file=sys.stderr)

@@ -31,6 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZOO_MODELS = ("resnet50", "squeezenet", "bvlc_alexnet", "vgg19", "inception_v1",
               "densenet121", "inception_v2", "shufflenet", "zfnet512")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")   # also a valid OCI tag
 
 
 class DeclarationError(ValueError):
@@ -77,6 +78,8 @@ class Model:
     mattr: tuple[str, ...] = ("+simd128",)
     opt_level: str = "-O3"
     tuning_log: str = ""                  # MetaSchedule database folder (absolute)
+    tune_trials: int = 1000               # `doit tune:<name>` budget (--trials overrides)
+    version: str = "0.1.0"                # release version (`doit publish:<name>`)
 
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -104,7 +107,8 @@ def _shown(path: str) -> str:
 def model(name: str, onnx: str | None = None, source: Zoo | None = None, *,
           inputs: dict[str, tuple[int, ...]] | None = None, seeds=(1, 2, 3),
           tolerance: Tolerance | None = None, mattr=("+simd128",), opt_level: str = "-O3",
-          tuning_log: str = "", declared_in: str | None = None) -> Model:
+          tuning_log: str = "", tune_trials: int = 1000, version: str = "0.1.0",
+          declared_in: str | None = None) -> Model:
     """Declare a model. Give exactly one of ``onnx`` (a path, absolute or relative to the
     declaring file's folder) and ``source=zoo(...)``."""
     decl_file = os.path.abspath(declared_in) if declared_in else _caller_file()
@@ -134,11 +138,15 @@ def model(name: str, onnx: str | None = None, source: Zoo | None = None, *,
         raise bad("seeds must be a non-empty list of distinct integers")
     if opt_level not in ("-O0", "-O1", "-O2", "-O3", "-O4", "-Os", "-Oz"):
         raise bad(f"opt_level {opt_level!r} is not a wasm-opt level (-O0..-O4, -Os, -Oz)")
+    if not isinstance(tune_trials, int) or tune_trials < 0:
+        raise bad(f"tune_trials must be a non-negative integer, got {tune_trials!r}")
+    if not isinstance(version, str) or not _VERSION.match(version):
+        raise bad(f"version {version!r} must be a release version such as 1.0.0 (letters, digits, . _ -)")
     if name in REGISTRY and REGISTRY[name].declared_in != where:
         raise bad(f"already declared in {REGISTRY[name].declared_in}")
     m = Model(name=name, source=src, declared_in=where, inputs=tuple(sorted(shapes)),
               seeds=tuple(int(s) for s in seeds), tolerance=tolerance or Tolerance(),
-              mattr=tuple(mattr), opt_level=opt_level,
+              mattr=tuple(mattr), opt_level=opt_level, tune_trials=tune_trials, version=version,
               # the tuning log lives next to the declaration: <folder>/<name>.tuning/
               tuning_log=os.path.normpath(os.path.join(os.path.dirname(decl_file),
                                                        tuning_log or f"{name}.tuning")))
@@ -155,7 +163,7 @@ def model_from_toml(path: str) -> Model:
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise DeclarationError(f"{rel}: cannot read model declaration: {e}") from e
     known = {"name", "onnx", "zoo", "seed", "inputs", "seeds", "tolerance", "mattr", "opt_level",
-             "tuning_log"}
+             "tuning_log", "tune_trials", "version"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise DeclarationError(f"{rel}: unknown keys {unknown}; known: {sorted(known)}")
@@ -168,6 +176,7 @@ def model_from_toml(path: str) -> Model:
                  seeds=tuple(data.get("seeds", (1, 2, 3))), tolerance=tol,
                  mattr=tuple(data.get("mattr", ("+simd128",))),
                  opt_level=data.get("opt_level", "-O3"), tuning_log=data.get("tuning_log", ""),
+                 tune_trials=data.get("tune_trials", 1000), version=data.get("version", "0.1.0"),
                  declared_in=os.path.abspath(path))
 
 

@@ -82,9 +82,35 @@ def graph_inputs(model, overrides: dict[str, tuple[int, ...]], path: str) -> lis
     return out
 
 
+def canonicalize(model) -> int:
+    """Rewrite ONNX ``Sum`` (n-ary, which TVM imports as broadcast_to + stack + sum, a
+    reduction nothing fuses with) into a chain of binary ``Add`` (same broadcasting, same
+    result), so a residual add and the ReLU after it fuse into the convolution before them.
+    Returns the number of nodes rewritten."""
+    from onnx import helper
+
+    nodes, changed = [], 0
+    for n in model.graph.node:
+        if n.op_type != "Sum" or len(n.input) < 2:
+            nodes.append(n)
+            continue
+        changed += 1
+        acc = n.input[0]
+        for i, x in enumerate(n.input[1:]):
+            last = i == len(n.input) - 2
+            out = n.output[0] if last else f"{n.output[0]}__wasmforge_sum{i}"
+            nodes.append(helper.make_node("Add", [acc, x], [out], name=f"{n.name}__add{i}" if n.name else ""))
+            acc = out
+    if changed:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return changed
+
+
 def run(onnx_path: str, p: ImportParams, out_module: str, out_io: str) -> dict:
     model = load_onnx(onnx_path)
     inputs = graph_inputs(model, dict(p.inputs), onnx_path)
+    canonicalize(model)
 
     import tvm
     from tvm.relax.frontend.onnx import from_onnx

@@ -56,7 +56,11 @@ def legalize_passes(tgt):
     from tvm import relax
 
     t = relax.transform
-    return [t.LegalizeOps(), t.AnnotateTIROpPattern(), t.FoldConstant(), t.FuseOps(), t.FuseTIR()]
+    # DecomposeOpsForInference turns batch_norm into elementwise arithmetic on constants:
+    # FoldConstant folds it and FuseOps fuses what is left into the convolution before it
+    # (CanonicalizeBindings removes the tuple batch_norm returned, which would stop fusion)
+    return [t.DecomposeOpsForInference(), t.CanonicalizeBindings(), t.LegalizeOps(), t.AnnotateTIROpPattern(), t.FoldConstant(),
+            t.FuseOps(), t.FuseTIR()]
 
 
 def tuning_passes(tgt, has_log: bool):
@@ -85,11 +89,61 @@ def passes(tgt, has_log: bool) -> list:
             + dataflow_lower_passes(tgt) + finalize_passes(tgt))
 
 
-PASS_NAMES = ["DispatchSampling", "DispatchSortScan", "LegalizeOps", "AnnotateTIROpPattern",
+PASS_NAMES = ["DispatchSampling", "DispatchSortScan", "DecomposeOpsForInference", "CanonicalizeBindings", "LegalizeOps", "AnnotateTIROpPattern",
               "FoldConstant", "FuseOps", "FuseTIR", "[MetaScheduleApplyDatabase]",
               "RewriteDataflowReshape", "ToNonDataflow", "RemovePurityChecking", "CallTIRRewrite",
               "StaticPlanBlockMemory", "LowerAllocTensor", "KillAfterLastUse",
               "LowerRuntimeBuiltin", "ComputePrimValue", "VMShapeLower", "AttachGlobalSymbol"]
+
+
+# the target attributes a tuning record must share with this build to be applied
+TARGET_KEYS = ("kind", "mtriple", "mattr")
+
+
+def _target_id(tgt) -> dict:
+    e = dict(tgt.export())
+    return {k: (sorted(str(x) for x in e[k]) if k == "mattr" else str(e[k])) for k in TARGET_KEYS if k in e}
+
+
+def load_tuning_log(logs: list[str], tgt, fused_mod) -> tuple[object, dict]:
+    """The log's records usable for this build, in a memory database, and what was kept.
+
+    Records made for another target are ignored with a warning saying which target; records
+    whose workload is no kernel of this model (other shapes, another model) likewise.
+    """
+    import sys
+
+    from tvm.s_tir import meta_schedule as ms
+
+    src = ms.database.JSONDatabase(path_workload=logs[0], path_tuning_record=logs[1])
+    want = _target_id(tgt)
+    tasks = ms.relax_integration.extract_tasks(fused_mod, tgt)
+    mem = ms.database.MemoryDatabase()
+    kept = other_target = 0
+    seen_targets = set()
+    for rec in src.get_all_tuning_records():
+        tid = _target_id(rec.target)
+        if tid != want:
+            other_target += 1
+            seen_targets.add(str(tid))
+            continue
+        mem.commit_workload(rec.workload.mod)
+        mem.commit_tuning_record(rec)
+        kept += 1
+    tuned = [t.task_name for t in tasks if mem.query_tuning_record(t.dispatched[0], tgt, "main") is not None]
+    kernels = ms.database.MemoryDatabase()
+    for t in tasks:
+        kernels.commit_workload(t.dispatched[0])
+    matched = sum(1 for rec in mem.get_all_tuning_records() if kernels.has_workload(rec.workload.mod))
+    info = {"records": kept + other_target, "kernels": len(tasks), "tuned_kernels": sorted(tuned),
+            "ignored_other_target": other_target, "ignored_no_kernel": kept - matched}
+    if other_target:
+        print(f"wasmforge: warning: {logs[1]}: {other_target} tuning records ignored: recorded for "
+              f"{', '.join(sorted(seen_targets))}, this build targets {want}", file=sys.stderr)
+    if kept - matched:
+        print(f"wasmforge: warning: {logs[1]}: {kept - matched} tuning records ignored: they match no "
+              "kernel of this model (recorded for other shapes or another model)", file=sys.stderr)
+    return mem, info
 
 
 def run(module_json: str, log_dir: str, p: BuildParams, out: str) -> dict:
@@ -99,19 +153,17 @@ def run(module_json: str, log_dir: str, p: BuildParams, out: str) -> dict:
         mod = tvm.ir.load_json(f.read())
     tgt = target(p)
     logs = tuning_files(log_dir)
+    tuning = None
     try:
         with tgt:
-            seq = tvm.transform.Sequential(passes(tgt, bool(logs)))
+            mod = tvm.transform.Sequential(library_dispatch_passes(tgt) + legalize_passes(tgt))(mod)
             if logs:
-                from tvm.s_tir import meta_schedule as ms
-
-                db = ms.database.JSONDatabase(path_workload=logs[0], path_tuning_record=logs[1])
+                db, tuning = load_tuning_log(logs, tgt, mod)
                 with db, tvm.transform.PassContext(opt_level=3):
-                    mod = seq(mod)
-            else:
-                mod = seq(mod)
+                    mod = tvm.transform.Sequential(tuning_passes(tgt, True))(mod)
+            mod = tvm.transform.Sequential(dataflow_lower_passes(tgt) + finalize_passes(tgt))(mod)
     except (tvm.error.InternalError, RuntimeError, ValueError) as e:
         raise StageError(STAGE, module_json, f"TVM failed to lower the model: {str(e).strip().splitlines()[-1]}") from None
     cache.write_bytes(out, tvm.ir.save_json(mod).encode())
     kernels = sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
-    return {"kernels": kernels, "tuning_log": [os.path.basename(f) for f in logs]}
+    return {"kernels": kernels, "tuning_log": [os.path.basename(f) for f in logs], "tuning": tuning}

@@ -61,12 +61,14 @@ class Doit:
         self.build, self.decls = str(build), str(decls)
         # each test gets its own content-addressed store unless it shares one on purpose
         self.store = str(store or os.path.join(os.path.dirname(self.build), "store"))
+        self.dist = os.path.join(os.path.dirname(self.build), "dist")
         os.makedirs(self.decls, exist_ok=True)
 
     def env(self, **extra):
         env = dict(os.environ, WASMFORGE_BUILD=self.build, WASMFORGE_MODELS=self.decls,
-                   WASMFORGE_CACHE=self.store)
+                   WASMFORGE_CACHE=self.store, WASMFORGE_DIST=self.dist)
         env.pop("WASMFORGE_REMOTE_CACHE", None)
+        env.pop("WASMFORGE_REGISTRY", None)
         env.update(extra)
         return env
 
@@ -198,3 +200,18 @@ def nginx(tmp_path):
     server = Nginx(tmp_path / "nginx")
     yield server
     server.stop()
+
+
+def copy_checkout(dest) -> str:
+    """The repository's sources (tracked and new files, as git sees them) copied to ``dest``:
+    a clean second checkout with no build folder, store or releases."""
+    import shutil
+
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:
+        src = os.path.join(ROOT, f)
+        if os.path.isfile(src):
+            os.makedirs(os.path.join(dest, os.path.dirname(f)), exist_ok=True)
+            shutil.copy2(src, os.path.join(dest, f))
+    return str(dest)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, Doit, Nginx, ran
+from conftest import ROOT, Doit, Nginx, copy_checkout, ran
 from test_cache import ALL, declare_tiny, sha, sources
 
 
@@ -117,12 +117,7 @@ def test_a_clean_second_checkout_builds_resnet50_from_the_remote_without_tvm(ngi
     res = subprocess.run(doit, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     assert res.returncode == 0, res.stdout + res.stderr
     checkout = tmp_path / "checkout"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if os.path.isfile(os.path.join(ROOT, f)):
-            os.makedirs(checkout / os.path.dirname(f), exist_ok=True)
-            shutil.copy2(os.path.join(ROOT, f), checkout / f)
+    copy_checkout(checkout)
     res = subprocess.run(doit, cwd=checkout, env={**env, **no_tvm}, capture_output=True, text=True, timeout=3600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(ran(res)) == 8        # every stage, materialize included, was asked for ...

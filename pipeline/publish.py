@@ -1,0 +1,165 @@
+"""Release: a versioned, reproducible bundle of a validated module, and OCI publishing.
+
+``doit publish:<model>`` writes ``<dist>/<model>/<version>/``:
+
+    <model>.wasm                 the validated, optimized module (unchanged bytes)
+    manifest.json                what was built from what: model and version, sha256 of the
+                                 source ONNX and of the tuning log, toolchain versions, target
+                                 features, inputs and outputs, validation results, benchmark
+                                 figures when ``bench.json`` exists
+    SHA256SUMS                   ``sha256sum -c`` format
+    <model>-<version>.tar.gz     the three files above, deterministic: sorted entries, mtime 0,
+                                 owner 0:0, mode 0644, no gzip timestamp or name
+    oci/                         an OCI image layout of the module (wasm artifact media types)
+
+and, when ``WASMFORGE_REGISTRY`` is set (``host:port[/namespace]``), pushes the layout as
+``<namespace>/<model>:<version>`` (credentials: WASMFORGE_REGISTRY_USER/_PASSWORD).
+
+Refused, naming the file: a model whose validation did not pass; a version already released
+(locally or in the registry) with different content. The release folder is written next to
+its final place and renamed into it, so it never exists half-written.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+
+from pipeline import cache, oci, wasmbin
+from pipeline.errors import StageError
+
+STAGE = "publish"
+TAR_MTIME = 0
+
+
+def dist_root() -> str:
+    return os.path.abspath(os.environ.get("WASMFORGE_DIST", os.path.join(cache.ROOT, "dist")))
+
+
+def _validation_summary(report: dict) -> dict:
+    """The deterministic part of the validation report (no timings)."""
+    return {"passed": report["passed"], "tolerance": report["tolerance"],
+            "inputs": [{"seed": r["seed"],
+                        "outputs": {k: {f: v[f] for f in ("max_abs_error", "max_rel_error", "top1_equal",
+                                                           "top5_overlap", "top1") if f in v}
+                                    for k, v in r["outputs"].items()}}
+                       for r in report["inputs"]]}
+
+
+def manifest(model, version: str, wasm: str, report: dict, source_sha: str, tuning: dict,
+             tools: dict, bench: dict | None) -> dict:
+    with open(wasm, "rb") as f:
+        data = f.read()
+    meta = wasmbin.metadata(data)
+    m = {"model": model, "version": version, "module": {"file": os.path.basename(wasm),
+                                                        "sha256": cache.digest_bytes(data), "bytes": len(data)},
+         "source": {"file": meta["source"]["file"], "sha256": source_sha},
+         "tuning_log": tuning, "toolchain": tools, "target": meta["build"]["target"],
+         "features": wasmbin.target_features(data), "opt": meta.get("opt"),
+         "inputs": meta["inputs"], "outputs": meta["outputs"], "abi": meta["abi"],
+         "validation": _validation_summary(report)}
+    if bench:
+        m["benchmark"] = {k: v for k, v in bench.items() if k != "systems"} | {
+            "median_ms": {k: s.get("median_ms") for k, s in bench["systems"].items()}}
+    return m
+
+
+def deterministic_tar_gz(files: dict[str, bytes]) -> bytes:
+    """A .tar.gz that depends only on the names and bytes given."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size = len(files[name])
+            info.mtime = TAR_MTIME
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(files[name]))
+    out = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=9) as gz:
+        gz.write(raw.getvalue())
+    return out.getvalue()
+
+
+def sha256sums(files: dict[str, bytes]) -> bytes:
+    return "".join(f"{cache.digest_bytes(files[n])}  {n}\n" for n in sorted(files)).encode()
+
+
+def registry_target(model: str) -> tuple[str, str] | None:
+    """(registry, repository) from WASMFORGE_REGISTRY=host:port[/namespace], or None."""
+    spec = os.environ.get("WASMFORGE_REGISTRY")
+    if not spec:
+        return None
+    host, _, namespace = spec.partition("/")
+    return host, f"{namespace.strip('/')}/{model}" if namespace.strip("/") else model
+
+
+def run(model: str, version: str, wasm: str, report_path: str, source_sha: str, tuning: dict,
+        tools: dict, bench_path: str | None) -> dict:
+    if not os.path.isfile(report_path):
+        raise StageError(STAGE, report_path, "no validation report: build the model first (doit build:<model>)")
+    report = cache.read_json(report_path)
+    if not report.get("passed"):
+        raise StageError(STAGE, report_path, "validation did not pass: refusing to publish this module")
+    if not os.path.isfile(wasm) or cache.file_sha256(wasm) != report.get("module_sha256"):
+        raise StageError(STAGE, wasm, "the module is missing or is not the one the report validated")
+    bench = cache.read_json(bench_path) if bench_path and os.path.isfile(bench_path) else None
+    man = manifest(model, version, wasm, report, source_sha, tuning, tools, bench)
+    with open(wasm, "rb") as f:
+        module = f.read()
+    wasm_name = f"{model}.wasm"
+    files = {wasm_name: module, "manifest.json": (json.dumps(man, indent=2, sort_keys=True) + "\n").encode()}
+    files["SHA256SUMS"] = sha256sums(files)
+    tarball = deterministic_tar_gz(files)
+    tar_name = f"{model}-{version}.tar.gz"
+
+    final = os.path.join(dist_root(), model, version)
+    existing = os.path.join(final, tar_name)
+    if os.path.isfile(existing):
+        if cache.file_sha256(existing) != cache.digest_bytes(tarball):
+            raise StageError(STAGE, existing, f"{model} {version} is already released with different "
+                                              "content: bump the model's version to publish this build")
+    else:
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{version}.", dir=os.path.dirname(final))
+        try:
+            for name, data in files.items():
+                with open(os.path.join(staging, name), "wb") as f:
+                    f.write(data)
+            with open(os.path.join(staging, tar_name), "wb") as f:
+                f.write(tarball)
+            oci.write_layout(os.path.join(staging, wasm_name), os.path.join(staging, "oci"),
+                             {"org.opencontainers.image.title": model,
+                              "org.opencontainers.image.version": version,
+                              "dev.wasmforge.source.sha256": source_sha}, version)
+            os.chmod(staging, 0o755)
+            try:
+                os.rename(staging, final)
+            except OSError:   # another publisher won the race: compare with what it wrote
+                if cache.file_sha256(existing) != cache.digest_bytes(tarball):
+                    raise StageError(STAGE, existing, "released concurrently with different content") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    result = {"release": final, "tarball_sha256": cache.digest_bytes(tarball),
+              "module_sha256": man["module"]["sha256"]}
+    target = registry_target(model)
+    if target:
+        registry, repo = target
+        auth = oci.auth_from_env()
+        layout = os.path.join(final, "oci")
+        want = json.load(open(os.path.join(layout, "index.json")))["manifests"][0]["digest"]
+        have = oci.tag_exists(registry, repo, version, auth)
+        if have and have != want:
+            raise StageError(STAGE, f"{oci.redact(registry)}/{repo}:{version}",
+                             f"the registry already has this version with other content ({have}); "
+                             "bump the model's version")
+        if not have:
+            oci.push(layout, registry, repo, version, auth)
+        result["oci"] = {"reference": f"{oci.redact(registry)}/{repo}:{version}", "digest": want,
+                         "pushed": not have}
+    return result

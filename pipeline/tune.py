@@ -1,0 +1,307 @@
+"""Autotuning measured inside WebAssembly: MetaSchedule with a wasm32 builder and an
+in-process wasmtime runner.
+
+MetaSchedule's stock runners time candidates over RPC, and a WASI module cannot host an RPC
+server (no sockets); timing on the host's native CPU would tune for the wrong machine code.
+So each candidate is compiled for the wasm32 target, linked with the measurement module
+(``runtime/wasmforge_bench.c``) into a tiny WASI reactor, instantiated in wasmtime in this
+very process and timed there (warm-up, then the median of ``repeat`` timings of enough calls
+to last ``min_repeat_ms``).
+
+The result is MetaSchedule's JSON database (workloads and tuning records) in the model's
+tuning log folder, ``models/<name>.tuning/``: a build input, committed like source code.
+Tuning is resumable: the records already in the log count against the trial budget and
+seed the search.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from pipeline import link, relax_build
+from pipeline.errors import StageError
+
+STAGE = "tune"
+TUNE_TARGET_EXTRA = {"num-cores": 1}   # one wasm thread: MetaSchedule's CPU rules need the count
+
+
+def tune_target(p: relax_build.BuildParams):
+    import tvm
+
+    return tvm.target.Target({**p.target_dict(), **TUNE_TARGET_EXTRA})
+
+
+def fused_module(module_json: str, p: relax_build.BuildParams):
+    """The imported module after the build stage's passes up to fusion: its PrimFuncs are
+    exactly the tasks the build stage will look up in the tuning log."""
+    import tvm
+
+    with open(module_json) as f:
+        mod = tvm.ir.load_json(f.read())
+    tgt = relax_build.target(p)
+    with tgt:
+        seq = tvm.transform.Sequential(relax_build.library_dispatch_passes(tgt) + relax_build.legalize_passes(tgt))
+        return seq(mod)
+
+
+def extract_tasks(module_json: str, p: relax_build.BuildParams):
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.relax_integration.extract_tasks(fused_module(module_json, p), tune_target(p))
+
+
+# ---------------------------------------------------------------- build and measure
+
+
+def _link(clang, wasm_ld, objects: list[str], out: str) -> None:
+    argv = link.link_argv(clang.path, wasm_ld.path, link.LinkParams(), objects, out)
+    argv = [a for a in argv if not a.startswith("-Wl,--export=wasmforge_")]
+    argv += [f"-Wl,--export={e}" for e in ("wfb_desc", "wfb_setup", "wfb_run", "wasmforge_last_error")]
+    res = subprocess.run(argv, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"linking the measurement module failed: {res.stderr.strip()[-2000:]}")
+
+
+def make_builder(work_dir: str, clang, wasm_ld):
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+
+    bench_o = os.path.join(work_dir, "wasmforge_bench.o")
+    os.makedirs(work_dir, exist_ok=True)
+    argv = link.compile_argv(clang.path, link.LinkParams(), os.path.join(link.RUNTIME_DIR, "wasmforge_bench.c"), bench_o)
+    res = subprocess.run(argv, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise StageError(STAGE, "wasmforge_bench.c", f"compiling the measurement module failed: {res.stderr[-2000:]}")
+
+    @derived_object
+    class WasmBuilder(PyBuilder):
+        """Candidate -> wasm32 object (TVM's LLVM) -> measurement module (wasm-ld)."""
+
+        def build(self, build_inputs):
+            import tvm
+
+            results = []
+            for inp in build_inputs:
+                d = tempfile.mkdtemp(prefix="cand-", dir=work_dir)
+                try:
+                    lib = tvm.tirx.build(inp.mod.with_attr("system_lib_prefix", ""), target=inp.target)
+                    obj = os.path.join(d, "kernel.o")
+                    lib.write_to_file(obj)
+                    wasm = os.path.join(d, "candidate.wasm")
+                    _link(clang, wasm_ld, [bench_o, obj], wasm)
+                    results.append(BuilderResult(wasm, None))
+                except Exception as e:  # a candidate that fails to build is a data point, not a crash
+                    shutil.rmtree(d, ignore_errors=True)
+                    results.append(BuilderResult(None, f"{type(e).__name__}: {str(e)[-1500:]}"))
+            return results
+
+    return WasmBuilder()
+
+
+def describe_args(args_info) -> bytes:
+    """The argument descriptor wfb_setup() reads (see wasmforge_bench.c)."""
+    import struct
+
+    from pipeline.executor import _DTYPES
+
+    out = bytearray(struct.pack("<i", len(args_info)))
+    for a in args_info:
+        dtype = str(a.dtype)
+        code, bits = _DTYPES[dtype]
+        shape = [int(s) for s in a.shape]
+        out += struct.pack("<iBBH", len(shape), code, bits, 1)
+        out += struct.pack(f"<{len(shape)}q", *shape)
+    if len(out) > 4096:
+        raise ValueError("argument descriptor too large")
+    return bytes(out)
+
+
+class Measurer:
+    """Times one measurement module in wasmtime, in this process."""
+
+    def __init__(self, repeat: int = 3, min_repeat_ms: float = 20.0):
+        import wasmtime
+
+        self.engine = wasmtime.Engine()
+        self.repeat, self.min_repeat_ms = repeat, min_repeat_ms
+
+    def measure(self, wasm_path: str, args_info) -> list[float]:
+        import wasmtime
+
+        store = wasmtime.Store(self.engine)
+        store.set_wasi(wasmtime.WasiConfig())
+        linker = wasmtime.Linker(self.engine)
+        linker.define_wasi()
+        inst = linker.instantiate(store, wasmtime.Module.from_file(self.engine, wasm_path))
+        ex = inst.exports(store)
+        ex["_initialize"](store)
+        desc = describe_args(args_info)
+        ex["memory"].write(store, desc, ex["wfb_desc"](store))
+
+        def check(rc):
+            if rc != 0:
+                ptr = ex["wasmforge_last_error"](store)
+                msg = ex["memory"].read(store, ptr, ptr + 512).split(b"\0")[0].decode("utf-8", "replace")
+                raise RuntimeError(msg or f"error {rc}")
+
+        check(ex["wfb_setup"](store))
+        t = time.perf_counter()
+        check(ex["wfb_run"](store, 1))          # warm-up, and a first estimate
+        once = max(time.perf_counter() - t, 1e-6)
+        number = max(1, math.ceil(self.min_repeat_ms / 1e3 / once))
+        secs = []
+        for _ in range(self.repeat):
+            t = time.perf_counter()
+            check(ex["wfb_run"](store, number))
+            secs.append((time.perf_counter() - t) / number)
+        return secs
+
+
+def make_runner(measurer: Measurer):
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import PyRunner, PyRunnerFuture, RunnerResult
+
+    @derived_object
+    class Done(PyRunnerFuture):
+        def __init__(self, result):
+            super().__init__()
+            self._result = result
+
+        def done(self):
+            return True
+
+        def result(self):
+            return self._result
+
+    @derived_object
+    class WasmtimeRunner(PyRunner):
+        """Measures synchronously in wasmtime: no RPC, no sockets."""
+
+        def run(self, runner_inputs):
+            futures = []
+            for inp in runner_inputs:
+                try:
+                    secs = measurer.measure(inp.artifact_path, inp.args_info)
+                    futures.append(Done(RunnerResult(secs, None)))
+                except Exception as e:
+                    futures.append(Done(RunnerResult(None, f"{type(e).__name__}: {str(e)[-1500:]}")))
+            return futures
+
+    return WasmtimeRunner()
+
+
+# ---------------------------------------------------------------- progress
+
+
+def make_progress(task_names: list[str], budget: int, already: int, log=sys.stderr):
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    state = {"done": 0, "best": {}, "t0": time.perf_counter()}
+
+    @derived_object
+    class Progress(PyMeasureCallback):
+        """One line per measured batch: trials done of the budget, the task's best latency,
+        elapsed time and an estimate of what is left."""
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            state["done"] += len(runner_results)
+            times = [sum(float(s) for s in r.run_secs) / len(r.run_secs)
+                     for r in runner_results if r.error_msg is None and r.run_secs]
+            errors = sum(1 for r in runner_results if r.error_msg is not None)
+            name = task_names[task_id]
+            if times:
+                state["best"][name] = min(state["best"].get(name, math.inf), min(times))
+            elapsed = time.perf_counter() - state["t0"]
+            left = elapsed / state["done"] * max(budget - state["done"], 0)
+            best = state["best"].get(name)
+            print(f"tune: {already + state['done']}/{already + budget} trials | task {task_id + 1}/"
+                  f"{len(task_names)} {name}: best {best * 1e3:.3f} ms" if best else
+                  f"tune: {already + state['done']}/{already + budget} trials | task {task_id + 1}/"
+                  f"{len(task_names)} {name}: no valid candidate yet",
+                  f"({errors} failed) | elapsed {elapsed / 60:.1f} min, ~{left / 60:.1f} min left",
+                  file=log, flush=True)
+
+    return Progress(), state
+
+
+# ---------------------------------------------------------------- the tuning job
+
+
+def count_records(log_dir: str) -> int:
+    path = os.path.join(log_dir, "database_tuning_record.json")
+    if not os.path.isfile(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for line in f if line.strip())
+
+
+def repair_log(log_dir: str) -> int:
+    """Drop a last line that a killed tuner left half-written (JSONDatabase appends one JSON
+    document per line); returns the number of lines dropped."""
+    dropped = 0
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        path = os.path.join(log_dir, name)
+        if not os.path.isfile(path):
+            continue
+        with open(path, "rb") as f:
+            data = f.read()
+        lines = data.split(b"\n")
+        good = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+                good.append(line)
+            except ValueError:
+                if i < len(lines) - 2:   # damage before the last line is not ours to fix
+                    raise StageError(STAGE, path, f"line {i + 1} is not valid JSON") from None
+                dropped += 1
+        if dropped:
+            with open(path + ".tmp", "wb") as f:
+                f.write(b"\n".join(good) + b"\n")
+            os.replace(path + ".tmp", path)
+    return dropped
+
+
+def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: str, trials: int,
+        clang, wasm_ld, trials_per_iter: int = 16, seed: int = 0) -> dict:
+    from tvm.s_tir import meta_schedule as ms
+
+    if repair_log(log_dir):
+        print(f"tune: dropped a half-written record from {log_dir} (a killed run); resuming", file=sys.stderr)
+    already = count_records(log_dir)
+    budget = trials - already
+    if budget <= 0:
+        print(f"tune: the log already holds {already} records, at or over the budget of {trials} trials; "
+              "nothing to do (raise the budget with --trials)", file=sys.stderr)
+        return {"trials": 0, "records": already}
+    extracted = extract_tasks(module_json, p)
+    if not extracted:
+        raise StageError(STAGE, module_json, "the model has no kernels to tune")
+    os.makedirs(log_dir, exist_ok=True)
+    os.makedirs(work_dir, exist_ok=True)
+    tasks, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        extracted, work_dir=work_dir, num_threads=1, seed=seed)
+    db = ms.database.JSONDatabase(path_workload=os.path.join(log_dir, "database_workload.json"),
+                                  path_tuning_record=os.path.join(log_dir, "database_tuning_record.json"))
+    progress, state = make_progress([t.task_name for t in tasks], budget, already)
+    callbacks = ms.measure_callback.MeasureCallback.create("default") + [progress]
+    print(f"tune: {len(tasks)} tasks, {budget} trials to go ({already} already in {log_dir})",
+          file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    ms.tune_tasks(tasks=tasks, task_weights=weights, work_dir=work_dir, max_trials_global=budget,
+                  num_trials_per_iter=trials_per_iter,
+                  builder=make_builder(os.path.join(work_dir, "candidates"), clang, wasm_ld),
+                  runner=make_runner(Measurer()), database=db, cost_model="xgb",
+                  measure_callbacks=callbacks)
+    return {"tasks": len(tasks), "trials": state["done"], "records": count_records(log_dir),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "best_ms": {k: round(v * 1e3, 4) for k, v in sorted(state["best"].items())}}
