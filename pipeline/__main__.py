@@ -46,8 +46,12 @@ def main(argv: list[str]) -> int:
             for pkg in ("apache-tvm", "apache-tvm-ffi", "onnx", "onnxruntime", "wasmtime"):
                 tools[pkg] = toolchain.python_package(pkg)
             tuning = {os.path.basename(f): cache.file_sha256(f) for f in relax_build.tuning_files(m.tuning_dir())}
+            from pipeline import link
+
+            objects = [p.stage("link", "obj", o) for o in link.OBJECTS] + [p.stage("emit", "kernels.o")]
+            tools["llvm-ar"] = toolchain.llvm_ar().identity()
             result = publish.run(name, m.version, p.published, p.report, cache.file_sha256(p.source), tuning,
-                                 tools, os.path.join(p.dir, "bench.json"))
+                                 tools, os.path.join(p.dir, "bench.json"), objects, toolchain.llvm_ar().path)
             print(f"{name}: publish done: {result}", file=sys.stderr)
             return 0
         if stage == "tune":

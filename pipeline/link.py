@@ -19,6 +19,7 @@ from pipeline.errors import StageError
 STAGE = "link"
 RUNTIME_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime")
 RUNTIME_SOURCES = ("wasmforge_runtime.c", "wasmforge_ffi.c", "wasmforge_plan.h", "wasmforge.h")
+OBJECTS = ("runtime.o", "executor.o", "weights.o")   # what run() compiles into <work>/
 EXPORTS = ("wasmforge_run", "wasmforge_num_inputs", "wasmforge_num_outputs", "wasmforge_input_ptr",
            "wasmforge_input_size", "wasmforge_output_ptr", "wasmforge_output_size",
            "wasmforge_last_error")

@@ -3,12 +3,14 @@
 ``doit publish:<model>`` writes ``<dist>/<model>/<version>/``:
 
     <model>.wasm                 the validated, optimized module (unchanged bytes)
+    lib<model>.a, <model>.h,     the same model as a static library for relinking into the
+    wasmforge.h                  user's own WASI program (see pipeline/staticlib.py)
     manifest.json                what was built from what: model and version, sha256 of the
                                  source ONNX and of the tuning log, toolchain versions, target
                                  features, inputs and outputs, validation results, benchmark
                                  figures when ``bench.json`` exists
     SHA256SUMS                   ``sha256sum -c`` format
-    <model>-<version>.tar.gz     the three files above, deterministic: sorted entries, mtime 0,
+    <model>-<version>.tar.gz     the files above, deterministic: sorted entries, mtime 0,
                                  owner 0:0, mode 0644, no gzip timestamp or name
     oci/                         an OCI image layout of the module (wasm artifact media types)
 
@@ -29,7 +31,7 @@ import shutil
 import tarfile
 import tempfile
 
-from pipeline import cache, oci, wasmbin
+from pipeline import cache, oci, staticlib, wasmbin
 from pipeline.errors import StageError
 
 STAGE = "publish"
@@ -100,7 +102,7 @@ def registry_target(model: str) -> tuple[str, str] | None:
 
 
 def run(model: str, version: str, wasm: str, report_path: str, source_sha: str, tuning: dict,
-        tools: dict, bench_path: str | None) -> dict:
+        tools: dict, bench_path: str | None, objects: list[str], ar_path: str) -> dict:
     if not os.path.isfile(report_path):
         raise StageError(STAGE, report_path, "no validation report: build the model first (doit build:<model>)")
     report = cache.read_json(report_path)
@@ -114,6 +116,12 @@ def run(model: str, version: str, wasm: str, report_path: str, source_sha: str, 
         module = f.read()
     wasm_name = f"{model}.wasm"
     files = {wasm_name: module, "manifest.json": (json.dumps(man, indent=2, sort_keys=True) + "\n").encode()}
+    # the static library for relinking (pipeline/staticlib.py): lib<model>.a and its headers
+    with tempfile.TemporaryDirectory(prefix=".tmp-lib-") as libdir:
+        lib = staticlib.run(model, objects, wasmbin.metadata(module), ar_path, libdir)
+        for key in ("archive", "header", "abi_header"):
+            with open(lib[key]["path"], "rb") as f:
+                files[os.path.basename(lib[key]["path"])] = f.read()
     files["SHA256SUMS"] = sha256sums(files)
     tarball = deterministic_tar_gz(files)
     tar_name = f"{model}-{version}.tar.gz"

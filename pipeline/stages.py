@@ -133,6 +133,7 @@ def graph(m: Model) -> list[Stage]:
     imported = outs("import", "model.json", "io.json")
     ex_files = outs("executor", "executor.c", "weights.bin", "weights.S", "plan.json")
     linked = outs("link", f"{m.name}.linked.wasm")
+    link_objects = {f"link/obj/{o}": p.stage("link", "obj", o) for o in link.OBJECTS}
     optimized = outs("opt", f"{m.name}.wasm")
     stages = []
     if isinstance(m.source, Zoo):
@@ -152,7 +153,8 @@ def graph(m: Model) -> list[Stage]:
            {"tools": tvm}),
         mk("link", {"emit/kernels.o": p.stage("emit", "kernels.o"), "source": p.source,
                     "import/io.json": imported["import/io.json"], **runtime,
-                    **{k: v for k, v in ex_files.items() if not k.endswith("plan.json")}}, linked,
+                    **{k: v for k, v in ex_files.items() if not k.endswith("plan.json")}},
+           {**linked, **link_objects},   # the objects too: a release archives them (lib<model>.a)
            {"params": asdict(pr["link"]), "model": m.name, "target": pr["relax_build"].target_dict(),
             "tools": [toolchain.clang().identity(), toolchain.wasm_ld().identity()] + tvm}),
         mk("opt", dict(linked), optimized,

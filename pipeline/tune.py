@@ -290,6 +290,9 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
     os.makedirs(work_dir, exist_ok=True)
     tasks, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         extracted, work_dir=work_dir, num_threads=1, seed=seed)
+    # the task scheduler gives every task one batch before it looks at gradients: a small
+    # budget must still reach every task
+    trials_per_iter = max(2, min(trials_per_iter, budget // max(len(tasks), 1)))
     db = ms.database.JSONDatabase(path_workload=os.path.join(log_dir, "database_workload.json"),
                                   path_tuning_record=os.path.join(log_dir, "database_tuning_record.json"))
     progress, state = make_progress([t.task_name for t in tasks], budget, already)

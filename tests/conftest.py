@@ -12,8 +12,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_tiny_onnx(path, *, dynamic_batch=False, op=None, seed=0):
-    """conv -> relu -> (residual add) -> maxpool -> flatten -> gemm -> softmax, 1x3x8x8 input."""
+def make_tiny_onnx(path, *, dynamic_batch=False, op=None, seed=0, hw=8):
+    """conv -> relu -> (residual add) -> maxpool -> flatten -> gemm -> softmax, 1x3xHWxHW input."""
     import onnx
     from onnx import TensorProto as T
     from onnx import helper, numpy_helper
@@ -22,7 +22,7 @@ def make_tiny_onnx(path, *, dynamic_batch=False, op=None, seed=0):
     inits = [
         numpy_helper.from_array(rng.normal(0, 0.3, (3, 3, 3, 3)).astype(np.float32), "W"),
         numpy_helper.from_array(rng.normal(0, 0.1, (3,)).astype(np.float32), "B"),
-        numpy_helper.from_array(rng.normal(0, 0.3, (10, 3 * 4 * 4)).astype(np.float32), "G"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (10, 3 * (hw // 2) ** 2)).astype(np.float32), "G"),
         numpy_helper.from_array(rng.normal(0, 0.1, (10,)).astype(np.float32), "C"),
         numpy_helper.from_array(np.array([1, -1], dtype=np.int64), "shape"),
     ]
@@ -40,7 +40,7 @@ def make_tiny_onnx(path, *, dynamic_batch=False, op=None, seed=0):
         nodes.append(helper.make_node(op, ["s"], ["y"]))
     batch = "N" if dynamic_batch else 1
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("x", T.FLOAT, [batch, 3, 8, 8])],
+        nodes, "tiny", [helper.make_tensor_value_info("x", T.FLOAT, [batch, 3, hw, hw])],
         [helper.make_tensor_value_info("y", T.FLOAT, [batch, 10])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -41,7 +41,8 @@ def test_release_bundle_is_complete_deterministic_and_verifiable(doit):
     declare(doit)
     doit("publish:tiny")
     rel = release(doit)
-    assert sorted(os.listdir(rel)) == ["SHA256SUMS", "manifest.json", "oci", "tiny-1.0.0.tar.gz", "tiny.wasm"]
+    assert sorted(os.listdir(rel)) == ["SHA256SUMS", "libtiny.a", "manifest.json", "oci", "tiny-1.0.0.tar.gz",
+                                       "tiny.h", "tiny.wasm", "wasmforge.h"]
     assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=rel, capture_output=True).returncode == 0
     assert sha(os.path.join(rel, "tiny.wasm")) == sha(doit.path("tiny", "tiny.wasm"))
     man = json.load(open(os.path.join(rel, "manifest.json")))
@@ -51,7 +52,8 @@ def test_release_bundle_is_complete_deterministic_and_verifiable(doit):
     assert "simd128" in man["features"] and man["inputs"][0]["shape"] == [1, 3, 8, 8]
     with tarfile.open(os.path.join(rel, "tiny-1.0.0.tar.gz")) as tar:
         members = tar.getmembers()
-        assert [m.name for m in members] == ["SHA256SUMS", "manifest.json", "tiny.wasm"]
+        assert [m.name for m in members] == ["SHA256SUMS", "libtiny.a", "manifest.json", "tiny.h", "tiny.wasm",
+                                             "wasmforge.h"]
         assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.mode == 0o644 for m in members)
         assert tar.extractfile("tiny.wasm").read() == open(os.path.join(rel, "tiny.wasm"), "rb").read()
     before = sha(os.path.join(rel, "tiny-1.0.0.tar.gz"))

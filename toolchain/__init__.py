@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 INSTALL_HINT = (
     "install the wasm32 toolchain with: "
-    "apt-get install -y clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32 binaryen "
+    "apt-get install -y clang-19 lld-19 llvm-19 wasi-libc libclang-rt-19-dev-wasm32 binaryen "
     "(or run scripts/setup)"
 )
 
@@ -115,6 +115,12 @@ def wasm_opt() -> Tool:
 
 
 @functools.lru_cache(maxsize=None)
+def llvm_ar() -> Tool:
+    """llvm-ar (Debian's llvm-19), for the static library a release ships."""
+    return _probe("llvm-ar", ("llvm-ar-19", "llvm-ar"), "WASMFORGE_LLVM_AR", ["--version"])
+
+
+@functools.lru_cache(maxsize=None)
 def sysroot() -> str:
     """The wasi-libc sysroot (headers and libc.a for wasm32-wasi).
 
@@ -139,7 +145,7 @@ def python_package(name: str) -> dict:
 
 def versions() -> dict:
     """Every tool's identity, for reports and `doit toolchain`."""
-    tools = [clang(), wasm_ld(), wasm_opt()]
+    tools = [clang(), wasm_ld(), wasm_opt(), llvm_ar()]
     out = {t.name: {"path": t.path, "version": t.version} for t in tools}
     out["wasi-sysroot"] = {"path": sysroot()}
     for pkg in ("apache-tvm", "apache-tvm-ffi", "wasmtime", "onnxruntime", "onnx"):

@@ -1,0 +1,72 @@
+"""Autotuning measured in wasmtime, on a tiny model: a short real tuning run writes a log,
+the next build applies it, and the module still validates."""
+from __future__ import annotations
+
+import json
+import os
+
+from conftest import make_tiny_onnx
+from test_cache import sha
+
+
+def tuned_info(doit):
+    return json.load(open(doit.path("tiny", "relax_build", "stage.json")))["result"]["tuning"]
+
+
+def test_tune_writes_a_log_the_build_applies_and_that_resumes(doit, tmp_path):
+    make_tiny_onnx(os.path.join(doit.decls, "tiny.onnx"))
+    doit.declare("tiny.py", "from pipeline.dsl import model\nmodel('tiny', onnx='tiny.onnx', tune_trials=10)\n")
+    doit("build:tiny")                                     # default schedules first
+    default_kernels = sha(doit.path("tiny", "emit", "kernels.o"))
+    assert json.load(open(doit.path("tiny", "relax_build", "stage.json")))["result"]["tuning"] is None
+
+    res = doit("tune:tiny")
+    log = os.path.join(doit.decls, "tiny.tuning")
+    records = [json.loads(line) for line in open(os.path.join(log, "database_tuning_record.json")) if line.strip()]
+    assert len(records) >= 8
+    assert "tune: " in res.stderr and "trials | task" in res.stderr and "min left" in res.stderr
+
+    doit("build:tiny")
+    info = tuned_info(doit)
+    assert info["records"] == len(records) and info["ignored_other_target"] == 0
+    assert any(k.startswith("fused_conv2d") for k in info["tuned_kernels"]), info
+    assert sha(doit.path("tiny", "emit", "kernels.o")) != default_kernels   # tuned code differs
+    assert json.load(open(doit.path("tiny", "report.json")))["passed"] is True
+
+    again = doit("tune:tiny")                               # budget spent: nothing to do
+    assert "nothing to do" in again.stderr
+    more = doit("tune:tiny", "--trials", "16")              # resumes with the records it has
+    assert f"({len(records)} already in" in more.stderr
+    assert sum(1 for line in open(os.path.join(log, "database_tuning_record.json")) if line.strip()) > len(records)
+
+
+def test_a_log_for_another_target_is_ignored_with_a_warning(doit):
+    make_tiny_onnx(os.path.join(doit.decls, "tiny.onnx"))
+    doit.declare("tiny.py", "from pipeline.dsl import model\nmodel('tiny', onnx='tiny.onnx', tune_trials=6)\n")
+    doit("tune:tiny")
+    path = os.path.join(doit.decls, "tiny.tuning", "database_tuning_record.json")
+    text = open(path).read()
+    assert "+simd128" in text
+    with open(path, "w") as f:                              # as if tuned without SIMD
+        f.write(text.replace('"+simd128"', '"+sign-ext"'))
+    res = doit("build:tiny")
+    assert "tuning records ignored: recorded for" in res.stderr
+    info = tuned_info(doit)
+    assert info["tuned_kernels"] == [] and info["ignored_other_target"] == info["records"] > 0
+    assert json.load(open(doit.path("tiny", "report.json")))["passed"] is True
+
+
+def test_a_log_for_other_shapes_is_ignored_with_a_warning(doit):
+    make_tiny_onnx(os.path.join(doit.decls, "tiny.onnx"))
+    doit.declare("tiny.py", "from pipeline.dsl import model\nmodel('tiny', onnx='tiny.onnx', tune_trials=6)\n")
+    doit("tune:tiny")
+    # the same log, declared for a model with other weights and shapes: no kernel matches
+    make_tiny_onnx(os.path.join(doit.decls, "other.onnx"), hw=16)
+    doit.declare("other.py", "from pipeline.dsl import model\n"
+                             "model('other', onnx='other.onnx', tuning_log='tiny.tuning')\n")
+    res = doit("build:other")
+    assert "match no kernel of this model" in res.stderr
+    info = json.load(open(doit.path("other", "relax_build", "stage.json")))["result"]["tuning"]
+    # the softmax has the same (1, 10) shape in both models, so its record does apply
+    assert not any(k.startswith("fused_conv2d") for k in info["tuned_kernels"]), info
+    assert info["ignored_no_kernel"] > 0
