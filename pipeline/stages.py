@@ -22,6 +22,7 @@ from doit.dependency import FileChangedChecker
 import toolchain
 from pipeline import cache, emit, executor, importer, link, materialize, opt, relax_build, validate
 from pipeline.dsl import ROOT, Model, Zoo
+from pipeline.errors import StageError
 from pipeline.remote import Remote
 
 STAGES = ("materialize", "import", "relax_build", "emit", "executor", "link", "opt", "validate")
@@ -92,6 +93,10 @@ class Stage:
         return list(self.outputs.values()) + [self.stage_json]
 
     def input_digests(self) -> dict[str, str]:
+        for label, path in self.inputs.items():
+            if not os.path.isfile(path):
+                raise StageError(self.name, path, "model file not found" if label == "source" else
+                                 f"input {label} not found: run the stages before {self.name}")
         return {label: cache.file_sha256(path) for label, path in self.inputs.items()}
 
 

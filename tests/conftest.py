@@ -95,6 +95,17 @@ def doit(tmp_path):
     return Doit(tmp_path / "build", tmp_path / "decls")
 
 
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory):
+    """The tiny model built once through the whole real graph, for tests that only read it."""
+    base = tmp_path_factory.mktemp("tiny")
+    d = Doit(base / "build", base / "decls")
+    make_tiny_onnx(base / "decls" / "tiny.onnx")
+    d.declare("tiny.toml", 'name = "tiny"\nonnx = "tiny.onnx"\n')
+    d("build:tiny")
+    return d
+
+
 def ran(res) -> list[str]:
     """The stages doit executed (its ".  task:name" lines), in order."""
     return [line[3:].split(":")[0] for line in res.stdout.splitlines() if line.startswith(".  ")]

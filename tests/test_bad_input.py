@@ -78,15 +78,8 @@ def test_failed_validation_publishes_nothing(doit, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_module(tmp_path_factory):
-    from conftest import Doit
-
-    base = tmp_path_factory.mktemp("host")
-    d = Doit(base / "build", base / "decls")
-    make_tiny_onnx(base / "decls" / "tiny.onnx")
-    d.declare("tiny.toml", 'name = "tiny"\nonnx = "tiny.onnx"\n')
-    d("build:tiny")
-    return d.path("tiny", "tiny.wasm")
+def tiny_module(tiny_build):
+    return tiny_build.path("tiny", "tiny.wasm")
 
 
 @pytest.mark.parametrize("x, msg", [

@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import ROOT, Doit, make_tiny_onnx
+from conftest import ROOT
 from pipeline.host import WasmModel
 from pipeline.run_pywasm import PywasmModel
 
@@ -22,13 +22,8 @@ RUN_NODE = f"{ROOT}/pipeline/run_node.mjs"
 
 
 @pytest.fixture(scope="module")
-def module(tmp_path_factory):
-    base = tmp_path_factory.mktemp("engines")
-    d = Doit(base / "build", base / "decls")
-    make_tiny_onnx(base / "decls" / "tiny.onnx")
-    d.declare("tiny.toml", 'name = "tiny"\nonnx = "tiny.onnx"\n')
-    d("build:tiny")
-    return d.path("tiny", "tiny.wasm")
+def module(tiny_build):
+    return tiny_build.path("tiny", "tiny.wasm")
 
 
 @pytest.fixture(scope="module")

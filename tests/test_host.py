@@ -8,19 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import Doit, make_tiny_onnx
 from pipeline import wasmbin
 from pipeline.host import WasmModel
 
 
 @pytest.fixture(scope="module")
-def module(tmp_path_factory):
-    base = tmp_path_factory.mktemp("hostcli")
-    d = Doit(base / "build", base / "decls")
-    make_tiny_onnx(base / "decls" / "tiny.onnx")
-    d.declare("tiny.toml", 'name = "tiny"\nonnx = "tiny.onnx"\n')
-    d("build:tiny")
-    return d.path("tiny", "tiny.wasm")
+def module(tiny_build):
+    return tiny_build.path("tiny", "tiny.wasm")
 
 
 def wasmtime_cli():

@@ -11,19 +11,13 @@ import pytest
 import wasmtime
 
 import toolchain
-from conftest import Doit, make_tiny_onnx
 from pipeline import link
 from pipeline.host import ModelRuntimeError, WasmModel
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    base = tmp_path_factory.mktemp("rt")
-    d = Doit(base / "build", base / "decls")
-    make_tiny_onnx(base / "decls" / "tiny.onnx")
-    d.declare("tiny.toml", 'name = "tiny"\nonnx = "tiny.onnx"\n')
-    d("link:tiny")
-    return d
+def built(tiny_build):
+    return tiny_build
 
 
 def relink(built, tmp_path, edit):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import toolchain
-from conftest import ROOT, Doit, make_tiny_onnx
+from conftest import ROOT
 from pipeline import staticlib, wasmbin
 from pipeline.host import WasmModel
 
@@ -22,12 +22,9 @@ WASMTIME = os.path.join(os.path.dirname(sys.executable), "wasmtime")
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tiny_build, tmp_path_factory):
+    d = tiny_build
     base = tmp_path_factory.mktemp("staticlib")
-    d = Doit(base / "build", base / "decls")
-    make_tiny_onnx(base / "decls" / "tiny.onnx")
-    d.declare("tiny.toml", 'name = "tiny"\nonnx = "tiny.onnx"\n')
-    d("build:tiny")
     wasm = d.path("tiny", "tiny.wasm")
     objects = [d.path("tiny", "link", "obj", n) for n in ("runtime.o", "executor.o", "weights.o")]
     objects.append(d.path("tiny", "emit", "kernels.o"))
