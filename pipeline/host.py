@@ -28,8 +28,17 @@ class ModelRuntimeError(RuntimeError):
 
 
 class WasmModel:
-    def __init__(self, path: str, engine=None):
+    def __init__(self, path: str, engine=None, aot_cache: str | None = None):
+        """``aot_cache``: a folder of ours where the module compiled by wasmtime is kept
+        (``Module.serialize``), keyed by the module's sha256 and the wasmtime version, so the
+        next start skips compiling. Only ever point it at a folder this project writes:
+        deserializing trusts the file. It needs the default engine: wasmtime accepts code
+        compiled under another configuration (e.g. another Cranelift level) without a word,
+        and a Config cannot be read back to put it in the key."""
         import wasmtime
+
+        if aot_cache and engine is not None:
+            raise ValueError("aot_cache works with the default engine only (the key cannot name a custom Config)")
 
         self.path = str(path)
         if not os.path.isfile(self.path):
@@ -44,7 +53,7 @@ class WasmModel:
         self.inputs = self.metadata["inputs"]
         self.outputs = self.metadata["outputs"]
         self.engine = engine or wasmtime.Engine()
-        self.module = wasmtime.Module(self.engine, data)
+        self.module = self._compile(wasmtime, data, aot_cache)
         self.store = wasmtime.Store(self.engine)
         wasi = wasmtime.WasiConfig()
         wasi.inherit_stdout()
@@ -61,6 +70,24 @@ class WasmModel:
         ex["_initialize"](self.store)   # a reactor: runs the constructors once
         self._in = [self._region("input", i, d) for i, d in enumerate(self.inputs)]
         self._out = [self._region("output", i, d) for i, d in enumerate(self.outputs)]
+
+    def _compile(self, wasmtime, data: bytes, aot_cache: str | None):
+        if not aot_cache:
+            return wasmtime.Module(self.engine, data)
+        from importlib import metadata
+
+        from pipeline import cache
+
+        key = cache.digest({"module": cache.digest_bytes(data), "wasmtime": metadata.version("wasmtime")})
+        cwasm = os.path.join(aot_cache, f"{key}.cwasm")
+        if os.path.isfile(cwasm):
+            try:
+                return wasmtime.Module.deserialize_file(self.engine, cwasm)
+            except wasmtime.WasmtimeError:
+                os.unlink(cwasm)   # another engine configuration: compile again below
+        module = wasmtime.Module(self.engine, data)
+        cache.write_bytes(cwasm, module.serialize())
+        return module
 
     def _region(self, kind: str, i: int, decl: dict) -> tuple[int, int]:
         ptr = self._fn[f"wasmforge_{kind}_ptr"](self.store, i)

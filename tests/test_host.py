@@ -51,3 +51,19 @@ def test_host_refuses_a_module_that_is_not_wasmforges(tmp_path):
     p.write_bytes(wasmbin.MAGIC)
     with pytest.raises(ValueError, match="plain.wasm: no 'wasmforge.metadata' custom section"):
         WasmModel(str(p))
+
+
+def test_aot_cache_skips_compiling_and_gives_the_same_results(module, tmp_path):
+    x = np.random.default_rng(5).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    want = WasmModel(module).run(x)[0]
+    cold = WasmModel(module, aot_cache=str(tmp_path))
+    (cwasm,) = os.listdir(tmp_path)
+    assert cwasm.endswith(".cwasm")
+    warm = WasmModel(module, aot_cache=str(tmp_path))
+    for m in (cold, warm):
+        np.testing.assert_array_equal(m.run(x)[0], want)
+    # a custom engine could silently reuse code compiled under another configuration
+    import wasmtime
+
+    with pytest.raises(ValueError, match="default engine only"):
+        WasmModel(module, engine=wasmtime.Engine(), aot_cache=str(tmp_path))
