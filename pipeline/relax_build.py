@@ -100,6 +100,14 @@ PASS_NAMES = ["DispatchSampling", "DispatchSortScan", "DecomposeOpsForInference"
 TARGET_KEYS = ("kind", "mtriple", "mattr")
 
 
+def target_compatible(record: dict, build: dict) -> bool:
+    """A record applies when kind and triple match and the features it was tuned with are a
+    subset of the build's: a schedule tuned for +simd128 is valid, and a good start, for a
+    +simd128,+relaxed-simd variant; the reverse could use instructions the build lacks."""
+    return (record.get("kind") == build.get("kind") and record.get("mtriple") == build.get("mtriple")
+            and set(record.get("mattr", [])) <= set(build.get("mattr", [])))
+
+
 def _target_id(tgt) -> dict:
     e = dict(tgt.export())
     return {k: (sorted(str(x) for x in e[k]) if k == "mattr" else str(e[k])) for k in TARGET_KEYS if k in e}
@@ -123,7 +131,7 @@ def load_tuning_log(logs: list[str], tgt, fused_mod) -> tuple[object, dict]:
     seen_targets = set()
     for rec in src.get_all_tuning_records():
         tid = _target_id(rec.target)
-        if tid != want:
+        if not target_compatible(tid, want):
             other_target += 1
             seen_targets.add(str(tid))
             continue

@@ -70,3 +70,13 @@ def test_a_log_for_other_shapes_is_ignored_with_a_warning(doit):
     # the softmax has the same (1, 10) shape in both models, so its record does apply
     assert not any(k.startswith("fused_conv2d") for k in info["tuned_kernels"]), info
     assert info["ignored_no_kernel"] > 0
+
+
+def test_a_record_applies_to_a_build_with_a_superset_of_its_features():
+    from pipeline.relax_build import target_compatible
+
+    build = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm", "mattr": ["+relaxed-simd", "+simd128"]}
+    assert target_compatible({**build, "mattr": ["+simd128"]}, build)
+    assert target_compatible(build, build)
+    assert not target_compatible(build, {**build, "mattr": ["+simd128"]})     # could use relaxed ops
+    assert not target_compatible({**build, "mtriple": "x86_64-linux-gnu"}, build)
