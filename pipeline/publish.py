@@ -18,7 +18,8 @@ and, when ``WASMFORGE_REGISTRY`` is set (``host:port[/namespace]``), pushes the 
 ``<namespace>/<model>:<version>`` (credentials: WASMFORGE_REGISTRY_USER/_PASSWORD).
 
 Refused, naming the file: a model whose validation did not pass; a version already released
-(locally or in the registry) with different content. The release folder is written next to
+(locally or in the registry) with a different module. A release is immutable: publishing the
+same module again changes nothing. The release folder is written next to
 its final place and renamed into it, so it never exists half-written.
 """
 from __future__ import annotations
@@ -128,10 +129,14 @@ def run(model: str, version: str, wasm: str, report_path: str, source_sha: str, 
 
     final = os.path.join(dist_root(), model, version)
     existing = os.path.join(final, tar_name)
-    if os.path.isfile(existing):
-        if cache.file_sha256(existing) != cache.digest_bytes(tarball):
+    released = os.path.join(final, "manifest.json")
+    if os.path.isfile(released):
+        # a release is immutable: the same module again is a no-op (even if, say, newer
+        # benchmark figures would change the manifest); another module is refused
+        if cache.read_json(released)["module"]["sha256"] != man["module"]["sha256"]:
             raise StageError(STAGE, existing, f"{model} {version} is already released with different "
                                               "content: bump the model's version to publish this build")
+        tarball = open(existing, "rb").read()
     else:
         os.makedirs(os.path.dirname(final), exist_ok=True)
         staging = tempfile.mkdtemp(prefix=f".{version}.", dir=os.path.dirname(final))
@@ -149,7 +154,7 @@ def run(model: str, version: str, wasm: str, report_path: str, source_sha: str, 
             try:
                 os.rename(staging, final)
             except OSError:   # another publisher won the race: compare with what it wrote
-                if cache.file_sha256(existing) != cache.digest_bytes(tarball):
+                if cache.read_json(released)["module"]["sha256"] != man["module"]["sha256"]:
                     raise StageError(STAGE, existing, "released concurrently with different content") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -136,3 +136,16 @@ def test_resnet50_release_pushed_to_the_registry_pulls_back_bit_identical(regist
     pulled = oci.pull(registry.address, "zoo/resnet50", version, str(tmp_path / "pulled"))
     layer = oci.blob_path(str(tmp_path / "pulled"), pulled["layer_digest"])
     assert sha(layer) == sha(os.path.join(ROOT, "build", "resnet50", "resnet50.wasm"))
+
+
+def test_republishing_after_a_benchmark_keeps_the_release(doit):
+    """New benchmark figures would change the manifest, not the module: the release stays."""
+    declare(doit)
+    doit("publish:tiny")
+    tar = os.path.join(release(doit), "tiny-1.0.0.tar.gz")
+    before = sha(tar)
+    res = doit("bench:tiny", WASMFORGE_BENCH_REPEATS="1")
+    assert "onnxruntime native 1t" in res.stdout
+    assert os.path.isfile(doit.path("tiny", "bench.json"))
+    doit("publish:tiny")
+    assert sha(tar) == before
