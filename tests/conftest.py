@@ -95,6 +95,18 @@ def doit(tmp_path):
     return Doit(tmp_path / "build", tmp_path / "decls")
 
 
+@pytest.fixture
+def empty_registry():
+    """The model registry emptied for one test (declarations made in-process), then restored."""
+    from pipeline import dsl
+
+    saved = dict(dsl.REGISTRY)
+    dsl.REGISTRY.clear()
+    yield dsl.REGISTRY
+    dsl.REGISTRY.clear()
+    dsl.REGISTRY.update(saved)
+
+
 @pytest.fixture(scope="session")
 def tiny_build(tmp_path_factory):
     """The tiny model built once through the whole real graph, for tests that only read it."""

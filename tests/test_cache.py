@@ -35,15 +35,6 @@ def sha(path):
 # ------------------------------------------------------------------ keys
 
 
-@pytest.fixture
-def registry():
-    saved = dict(dsl.REGISTRY)
-    dsl.REGISTRY.clear()
-    yield
-    dsl.REGISTRY.clear()
-    dsl.REGISTRY.update(saved)
-
-
 def test_stage_key_is_a_pure_function_of_config_and_input_digests():
     a = stages.stage_key("opt", {"params": {"level": "-O3"}}, {"link/x.wasm": "ab"})
     assert a == stages.stage_key("opt", {"params": {"level": "-O3"}}, {"link/x.wasm": "ab"})
@@ -52,7 +43,7 @@ def test_stage_key_is_a_pure_function_of_config_and_input_digests():
     assert a != stages.stage_key("link", {"params": {"level": "-O3"}}, {"link/x.wasm": "ab"})
 
 
-def test_configs_name_no_paths_and_an_opt_change_touches_only_opt(registry, tmp_path, monkeypatch):
+def test_configs_name_no_paths_and_an_opt_change_touches_only_opt(empty_registry, tmp_path, monkeypatch):
     onnx_path = make_tiny_onnx(tmp_path / "t.onnx")
     m3 = dsl.model("t3", onnx=onnx_path, declared_in=str(tmp_path / "d.py"))
     m2 = dsl.model("t2", onnx=onnx_path, opt_level="-O2", declared_in=str(tmp_path / "d.py"))

@@ -7,12 +7,8 @@ from pipeline import dsl
 
 
 @pytest.fixture(autouse=True)
-def clean_registry():
-    saved = dict(dsl.REGISTRY)
-    dsl.REGISTRY.clear()
+def clean_registry(empty_registry):
     yield
-    dsl.REGISTRY.clear()
-    dsl.REGISTRY.update(saved)
 
 
 def test_python_declaration_resolves_paths_next_to_it(tmp_path):
