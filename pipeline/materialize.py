@@ -128,7 +128,7 @@ def _last_layer(model):
     return softmax[-1].input[0], last
 
 
-def calibrate(model, weights, inputs):
+def calibrate(model, weights, inputs, path: str):
     """Scale the last layer so the logits have std LOGIT_STD on the calibration inputs."""
     import onnx
     import onnxruntime as ort
@@ -145,7 +145,7 @@ def calibrate(model, weights, inputs):
     logits = np.stack([sess.run([logits_name], {in_name: x})[0] for x in inputs])
     std = float(logits.std())
     if not np.isfinite(std) or std == 0.0:
-        raise StageError(STAGE, zoo_path("?"), f"logits are degenerate before scaling (std {std})")
+        raise StageError(STAGE, path, f"logits are degenerate before scaling (std {std})")
     producers = {o: n for n in model.graph.node for o in n.output}
     for t in last.input[1:3]:
         if t in producers and producers[t].op_type == "Reshape":  # inception_v1's classifier
@@ -186,7 +186,7 @@ def run(p: MaterializeParams, out: str) -> dict:
     model = onnx.load(src)
     rng = np.random.default_rng(p.seed)
     weights = _replace_fills(model, rng)
-    calibrate(model, weights, calibration_inputs(model, p.seed, CALIBRATION_INPUTS))
+    calibrate(model, weights, calibration_inputs(model, p.seed, CALIBRATION_INPUTS), src)
     onnx.checker.check_model(model)
     data = model.SerializeToString()
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
