@@ -84,9 +84,18 @@ def finalize_passes(tgt):
             t.LowerRuntimeBuiltin(), t.ComputePrimValue(), t.VMShapeLower(), t.AttachGlobalSymbol()]
 
 
+def fusion_passes(tgt) -> list:
+    """Up to fusion: the module whose kernels are the tuning tasks."""
+    return library_dispatch_passes(tgt) + legalize_passes(tgt)
+
+
+def lowering_passes(tgt) -> list:
+    """After the tuning log is applied: down to what the executor and emit stages read."""
+    return dataflow_lower_passes(tgt) + finalize_passes(tgt)
+
+
 def passes(tgt, has_log: bool) -> list:
-    return (library_dispatch_passes(tgt) + legalize_passes(tgt) + tuning_passes(tgt, has_log)
-            + dataflow_lower_passes(tgt) + finalize_passes(tgt))
+    return fusion_passes(tgt) + tuning_passes(tgt, has_log) + lowering_passes(tgt)
 
 
 PASS_NAMES = ["DispatchSampling", "DispatchSortScan", "DecomposeOpsForInference", "CanonicalizeBindings", "LegalizeOps", "AnnotateTIROpPattern",
@@ -164,12 +173,12 @@ def run(module_json: str, log_dir: str, p: BuildParams, out: str) -> dict:
     tuning = None
     try:
         with tgt:
-            mod = tvm.transform.Sequential(library_dispatch_passes(tgt) + legalize_passes(tgt))(mod)
+            mod = tvm.transform.Sequential(fusion_passes(tgt))(mod)
             if logs:
                 db, tuning = load_tuning_log(logs, tgt, mod)
                 with db, tvm.transform.PassContext(opt_level=3):
                     mod = tvm.transform.Sequential(tuning_passes(tgt, True))(mod)
-            mod = tvm.transform.Sequential(dataflow_lower_passes(tgt) + finalize_passes(tgt))(mod)
+            mod = tvm.transform.Sequential(lowering_passes(tgt))(mod)
     except (tvm.error.InternalError, RuntimeError, ValueError) as e:
         raise StageError(STAGE, module_json, f"TVM failed to lower the model: {str(e).strip().splitlines()[-1]}") from None
     cache.write_bytes(out, tvm.ir.save_json(mod).encode())
