@@ -87,10 +87,25 @@ def task_validate():
     yield from _stage_tasks("validate")
 
 
+def task_link_threads():
+    """the threads variant: shared imported memory, atomics, a worker entry point"""
+    yield from _stage_tasks("link_threads")
+
+
+def task_opt_threads():
+    """wasm-opt for the threads variant"""
+    yield from _stage_tasks("opt_threads")
+
+
+def task_validate_threads():
+    """the threads variant on 2 threads vs onnxruntime -> report.threads.json"""
+    yield from _stage_tasks("validate_threads")
+
+
 def task_build():
-    """the whole pipeline for a model: build/<model>/<model>.wasm and report.json"""
+    """the whole pipeline for a model: build/<model>/<model>.wasm (+ .threads.wasm) and report.json"""
     for name in sorted(MODELS):
-        yield {"name": name, "actions": None, "task_dep": [f"validate:{name}"],
+        yield {"name": name, "actions": None, "task_dep": [f"validate:{name}", f"validate_threads:{name}"],
                "doc": f"build and validate {name}"}
 
 
@@ -99,7 +114,7 @@ def task_bench():
     for name in sorted(MODELS):
         p = stages.Paths(MODELS[name])
         yield {"name": name, "actions": [[sys.executable, "-m", "pipeline", "bench", name]],
-               "file_dep": [p.published, p.source], "targets": [os.path.join(p.dir, "bench.json")],
+               "file_dep": [p.published, p.published_threads, p.source], "targets": [os.path.join(p.dir, "bench.json")],
                "uptodate": [False], "doc": f"benchmark {name}"}
 
 

@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
             p = stages.Paths(m)
             result = bench.run(name, p.published, p.source, p.root, os.path.join(p.dir, "bench.json"),
                                repeats=int(os.environ.get("WASMFORGE_BENCH_REPEATS", "5")),
-                               gflop=bench.gflop(p.source))
+                               gflop=bench.gflop(p.source), wasm_threads=p.published_threads)
             print(bench.table(result))
             return 0
         if stage == "publish":
@@ -51,7 +51,8 @@ def main(argv: list[str]) -> int:
             objects = [p.stage("link", "obj", o) for o in link.OBJECTS] + [p.stage("emit", "kernels.o")]
             tools["llvm-ar"] = toolchain.llvm_ar().identity()
             result = publish.run(name, m.version, p.published, p.report, cache.file_sha256(p.source), tuning,
-                                 tools, os.path.join(p.dir, "bench.json"), objects, toolchain.llvm_ar().path)
+                                 tools, os.path.join(p.dir, "bench.json"), objects, toolchain.llvm_ar().path,
+                                 p.published_threads, p.report_threads)
             print(f"{name}: publish done: {result}", file=sys.stderr)
             return 0
         if stage == "tune":

@@ -35,24 +35,28 @@ def _median_ms(fn, repeats: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
-def bench_wasmtime(wasm: str, x: dict, repeats: int, aot_dir: str) -> dict:
-    """Startup (compile + instantiate with the weights + _initialize; then the same from the
-    ahead-of-time compiled cache) apart from the steady-state median."""
+def bench_wasmtime(wasm: str, x: dict, repeats: int, aot_dir: str, threads: int = 1) -> dict:
+    """Startup (compile + instantiate with the weights + _initialize + starting the worker
+    threads; then the same from the ahead-of-time compiled cache) apart from the
+    steady-state median."""
     from pipeline.host import WasmModel
 
     t0 = time.perf_counter()
-    m = WasmModel(wasm)
+    m = WasmModel(wasm, threads=threads)
     load_ms = (time.perf_counter() - t0) * 1e3
-    WasmModel(wasm, aot_cache=aot_dir)                 # fills the cache if needed
+    WasmModel(wasm, aot_cache=aot_dir, threads=threads).close()     # fills the cache if needed
     t0 = time.perf_counter()
-    WasmModel(wasm, aot_cache=aot_dir)
+    WasmModel(wasm, aot_cache=aot_dir, threads=threads).close()
     load_aot_ms = (time.perf_counter() - t0) * 1e3
     t1 = time.perf_counter()
     m.run(x)
     first_ms = (time.perf_counter() - t1) * 1e3
     med, times = _median_ms(lambda: m.run(x), repeats)
+    tasks = m.worker_tasks
+    m.close()
     return {"median_ms": med, "times_ms": times, "load_ms": load_ms, "load_from_aot_cache_ms": load_aot_ms,
-            "first_ms": first_ms}
+            "first_ms": first_ms, "module": os.path.basename(wasm), "threads": threads,
+            "worker_tasks": tasks}
 
 
 def bench_ort(onnx_path: str, x: dict, threads: int, repeats: int) -> dict:
@@ -92,15 +96,20 @@ def bench_ortweb(d: str, onnx_path: str, inp: dict, threads: int, repeats: int) 
 
 
 def run(model_name: str, wasm: str, onnx_path: str, build_root: str, out: str, repeats: int = 5,
-        gflop: float | None = None) -> dict:
+        gflop: float | None = None, wasm_threads: str | None = None) -> dict:
+    """``wasm``: the portable module (1 thread); ``wasm_threads``: the threads variant (2)."""
     from pipeline.host import WasmModel
     from pipeline.validate import seeded_inputs
 
     inputs = WasmModel(wasm).inputs
     x = seeded_inputs(inputs, 0)
+    aot = os.path.join(build_root, ".cwasm")
     systems: dict[str, dict] = {}
-    systems["wasmforge wasmtime 1t"] = bench_wasmtime(wasm, x, repeats, os.path.join(build_root, ".cwasm"))
-    systems["wasmforge wasmtime 2t"] = {"unavailable": "threads not implemented yet (serial parallel-launch)"}
+    systems["wasmforge wasmtime 1t"] = bench_wasmtime(wasm, x, repeats, aot)
+    if wasm_threads and os.path.isfile(wasm_threads):
+        systems["wasmforge wasmtime 2t"] = bench_wasmtime(wasm_threads, x, repeats, aot, threads=2)
+    else:
+        systems["wasmforge wasmtime 2t"] = {"unavailable": f"no threads variant at {wasm_threads}"}
     d, why = ortweb_dir(build_root)
     for t in (1, 2):
         key = f"onnxruntime-web wasm {t}t"
@@ -117,6 +126,8 @@ def run(model_name: str, wasm: str, onnx_path: str, build_root: str, out: str, r
         ours_t = systems[f"wasmforge wasmtime {t}t"].get("median_ms", ours)
         result[f"ratio_vs_ort_web_{t}t"] = ours_t / peer["median_ms"] if "median_ms" in peer else None
     result["ratio_vs_ort_native_1t"] = ours / systems["onnxruntime native 1t"]["median_ms"]
+    if "median_ms" in systems["wasmforge wasmtime 2t"]:
+        result["speedup_2t_over_1t"] = ours / systems["wasmforge wasmtime 2t"]["median_ms"]
     if gflop:
         result["gflop"] = gflop
         result["fraction_of_wasm_simd_peak_1t"] = gflop / (ours / 1e3) / WASM_SIMD_PEAK_GFLOPS
@@ -125,14 +136,19 @@ def run(model_name: str, wasm: str, onnx_path: str, build_root: str, out: str, r
 
 
 def table(result: dict) -> str:
-    rows = ["| system | median ms | ours / system |", "|---|---|---|"]
-    ours = result["systems"]["wasmforge wasmtime 1t"]["median_ms"]
-    for name, s in result["systems"].items():
-        if "median_ms" in s:
-            rows.append(f"| {name} | {s['median_ms']:.1f} | {ours / s['median_ms']:.2f} |")
-        else:
+    """Each system against ours on the same number of threads (ours 1t where a peer has no
+    thread count of ours to compare with)."""
+    rows = ["| system | median ms | ours (same threads) / system |", "|---|---|---|"]
+    systems = result["systems"]
+    for name, s in systems.items():
+        if "median_ms" not in s:
             rows.append(f"| {name} | unavailable: {s['unavailable']} | |")
-    return "\n".join(rows)
+            continue
+        t = "2t" if name.endswith(" 2t") else "1t"
+        ours = systems[f"wasmforge wasmtime {t}"].get("median_ms") or systems["wasmforge wasmtime 1t"]["median_ms"]
+        rows.append(f"| {name} | {s['median_ms']:.1f} | {ours / s['median_ms']:.2f} |")
+    extra = [f"{k} = {v:.3f}" for k, v in result.items() if k.startswith(("ratio_", "speedup_", "fraction_")) and v]
+    return "\n".join(rows + ["", *extra])
 
 
 def gflop(onnx_path: str) -> float:

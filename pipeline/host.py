@@ -6,17 +6,68 @@
     m.inputs, m.outputs, m.metadata     # read from the "wasmforge.metadata" custom section
 
 Inputs are checked against the metadata (shape and dtype) before the module is touched.
+
+The threads variant (``<model>.threads.wasm``) runs on several threads::
+
+    with WasmModel("build/resnet50/resnet50.threads.wasm", threads=2) as m:
+        probs = m.run(x)
+
+Wasmtime's C API (which this package wraps) has no wasi-threads, so the host brings the
+threads: it creates the shared memory the module imports, instantiates the module once for
+the caller (and runs ``_initialize`` there, once), and for each worker starts a Python thread
+that instantiates the same module in its own ``Store`` with the same memory and calls
+``wasmforge_worker(id, stack)``, which serves parallel loops until ``close()``. ctypes drops
+the GIL while wasm runs, so the workers run in parallel with the caller.
 """
 from __future__ import annotations
 
 import ctypes
 import os
+import threading
+import time
 
 import numpy as np
 
 from pipeline import wasmbin
 
 WASI_MODULE = "wasi_snapshot_preview1"
+WORKER_ATTACH_TIMEOUT_S = 30.0
+
+
+def shared_memory_import(imports: list[dict]) -> bool:
+    return any((i["module"], i["name"], i["kind"]) == ("env", "memory", "memory") for i in imports)
+
+
+def threads_engine():
+    """An engine that can run the threads variant (shared memory and atomics)."""
+    import wasmtime
+
+    cfg = wasmtime.Config()
+    cfg.wasm_threads = True
+    cfg.shared_memory = True
+    return wasmtime.Engine(cfg)
+
+
+def shared_memory(engine, limits):
+    """A shared memory that a ``Linker`` can define as an import.
+
+    Works around a bug of wasmtime-py 50.0.1 (upstream wasmtime-py issue 318):
+    ``SharedMemory._as_extern`` wraps its pointer in one more ``ctypes.pointer`` than the
+    extern union holds, so ``Linker.define(store, "env", "memory", shared)`` fails with
+    ``TypeError: incompatible types, LP_LP_wasmtime_sharedmemory``. The subclass builds the
+    same extern with the pointer itself. This is the one place the workaround lives;
+    ``tests/test_threads.py::test_wasmtime_py_issue_318_is_still_open`` fails once upstream
+    is fixed, and then this subclass should go.
+    """
+    import wasmtime
+    from wasmtime import _ffi as ffi
+
+    class _SharedMemory(wasmtime.SharedMemory):
+        def _as_extern(self):
+            union = ffi.wasmtime_extern_union(sharedmemory=self.ptr())
+            return ffi.wasmtime_extern_t(ffi.WASMTIME_EXTERN_SHAREDMEMORY, union)
+
+    return _SharedMemory(engine, wasmtime.MemoryType(limits, shared=True))
 
 
 class ModelInputError(ValueError):
@@ -28,13 +79,17 @@ class ModelRuntimeError(RuntimeError):
 
 
 class WasmModel:
-    def __init__(self, path: str, engine=None, aot_cache: str | None = None):
+    def __init__(self, path: str, engine=None, aot_cache: str | None = None, threads: int = 1):
         """``aot_cache``: a folder of ours where the module compiled by wasmtime is kept
         (``Module.serialize``), keyed by the module's sha256 and the wasmtime version, so the
         next start skips compiling. Only ever point it at a folder this project writes:
         deserializing trusts the file. It needs the default engine: wasmtime accepts code
         compiled under another configuration (e.g. another Cranelift level) without a word,
-        and a Config cannot be read back to put it in the key."""
+        and a Config cannot be read back to put it in the key.
+
+        ``threads``: how many threads run the model, the caller's included. More than one
+        needs the threads variant (a module importing a shared ``env.memory``); call
+        ``close()`` (or use ``with``) to stop the workers."""
         import wasmtime
 
         if aot_cache and engine is not None:
@@ -52,33 +107,109 @@ class WasmModel:
         self.imports = wasmbin.imports(data)
         self.inputs = self.metadata["inputs"]
         self.outputs = self.metadata["outputs"]
-        self.engine = engine or wasmtime.Engine()
-        self.module = self._compile(wasmtime, data, aot_cache)
-        self.store = wasmtime.Store(self.engine)
-        wasi = wasmtime.WasiConfig()
-        wasi.inherit_stdout()
-        wasi.inherit_stderr()
-        self.store.set_wasi(wasi)
-        linker = wasmtime.Linker(self.engine)
-        linker.define_wasi()
-        self.instance = linker.instantiate(self.store, self.module)
+        self.threads = threads
+        self._workers: list[threading.Thread] = []
+        self._worker_errors: list[BaseException] = []
+        shared = shared_memory_import(self.imports)
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        if threads > 1 and not shared:
+            raise ValueError(f"{self.path}: this module has no threads (it does not import a shared "
+                             f"memory); run it with threads=1, or use the <model>.threads.wasm variant")
+        self.engine = engine or (threads_engine() if shared else wasmtime.Engine())
+        self.module = self._compile(wasmtime, data, aot_cache, "threads" if shared else "default")
+        self._shared = None
+        if shared:
+            ty = next(i.type for i in self.module.imports if (i.module, i.name) == ("env", "memory"))
+            self._shared = shared_memory(self.engine, ty.limits)
+        self.store, self.instance = self._instantiate(wasmtime)
         ex = self.instance.exports(self.store)
-        self._memory = ex["memory"]
+        self._memory = None if shared else ex["memory"]
         self._fn = {name: ex[name] for name in (
             "wasmforge_run", "wasmforge_input_ptr", "wasmforge_input_size", "wasmforge_output_ptr",
             "wasmforge_output_size", "wasmforge_last_error")}
         ex["_initialize"](self.store)   # a reactor: runs the constructors once
         self._in = [self._region("input", i, d) for i, d in enumerate(self.inputs)]
         self._out = [self._region("output", i, d) for i, d in enumerate(self.outputs)]
+        if threads > 1:
+            self._start_workers(wasmtime, ex, threads - 1)
 
-    def _compile(self, wasmtime, data: bytes, aot_cache: str | None):
+    def _instantiate(self, wasmtime):
+        store = wasmtime.Store(self.engine)
+        wasi = wasmtime.WasiConfig()
+        wasi.inherit_stdout()
+        wasi.inherit_stderr()
+        store.set_wasi(wasi)
+        linker = wasmtime.Linker(self.engine)
+        linker.define_wasi()
+        if self._shared is not None:
+            linker.define(store, "env", "memory", self._shared)
+        return store, linker.instantiate(store, self.module)
+
+    def _start_workers(self, wasmtime, ex, n: int) -> None:
+        if ex["wasmforge_threads_prepare"](self.store, n) != 0:
+            raise ModelRuntimeError(f"{self.path}: wasmforge_threads_prepare({n}): {self.last_error()}")
+        for wid in range(1, n + 1):
+            stack = ex["wasmforge_worker_stack"](self.store, wid)
+
+            def serve(wid=wid, stack=stack):
+                try:
+                    # its own instance: a Store is not to be shared between threads; never
+                    # _initialize it, the constructors ran once, in the first instance
+                    store, instance = self._instantiate(wasmtime)
+                    instance.exports(store)["wasmforge_worker"](store, wid, stack)
+                except BaseException as e:   # reported by the thread that waits for it
+                    self._worker_errors.append(e)
+
+            t = threading.Thread(target=serve, name=f"wasmforge-worker-{wid}", daemon=True)
+            t.start()
+            self._workers.append(t)
+        deadline = time.monotonic() + WORKER_ATTACH_TIMEOUT_S
+        attached = ex["wasmforge_threads_attached"]
+        while attached(self.store) != n:   # a launch must see every worker, or none
+            if self._worker_errors or time.monotonic() > deadline:
+                self.close()
+                why = self._worker_errors[0] if self._worker_errors else f"timed out after {WORKER_ATTACH_TIMEOUT_S} s"
+                raise ModelRuntimeError(f"{self.path}: starting {n} worker threads failed: {why}")
+            time.sleep(0.001)
+
+    @property
+    def worker_tasks(self) -> int:
+        """Parallel tasks the worker threads have run so far (0 without workers)."""
+        if not self._workers:
+            return 0
+        return self.instance.exports(self.store)["wasmforge_threads_tasks"](self.store)
+
+    def close(self) -> None:
+        """Stop and join the worker threads (a no-op with one thread)."""
+        if self._workers:
+            self.instance.exports(self.store)["wasmforge_threads_stop"](self.store)
+            for t in self._workers:
+                t.join()
+            self._workers = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "_workers", None):
+            try:
+                self.close()
+            except Exception:   # interpreter shutdown: the workers are daemons anyway
+                pass
+
+    def _compile(self, wasmtime, data: bytes, aot_cache: str | None, config: str):
         if not aot_cache:
             return wasmtime.Module(self.engine, data)
         from importlib import metadata
 
         from pipeline import cache
 
-        key = cache.digest({"module": cache.digest_bytes(data), "wasmtime": metadata.version("wasmtime")})
+        key = cache.digest({"module": cache.digest_bytes(data), "wasmtime": metadata.version("wasmtime"),
+                            "config": config})
         cwasm = os.path.join(aot_cache, f"{key}.cwasm")
         if os.path.isfile(cwasm):
             try:
@@ -99,6 +230,8 @@ class WasmModel:
         return ptr, size
 
     def _base(self) -> int:
+        if self._shared is not None:   # a shared memory never moves
+            return ctypes.addressof(self._shared.data_ptr().contents)
         return ctypes.addressof(self._memory.data_ptr(self.store).contents)
 
     def _check(self, arrays) -> list[np.ndarray]:

@@ -6,6 +6,12 @@ object as a *reactor*: the module exports ``_initialize``, which runs the constr
 register every kernel, so no host ever calls ``__wasm_call_ctors`` by hand. Nothing but
 WASI is imported. The model's metadata (inputs, outputs, source digest, build options) is
 JSON in the custom section ``wasmforge.metadata``.
+
+Two variants link from the same kernels and executor. The default is portable: its own
+memory, one thread, any WASI host. The *threads* variant (``LinkParams(threads=True)``) is
+compiled with atomics and bulk memory and imports a shared ``env.memory``; a host that
+brings its own threads instantiates it once per thread (see the thread pool in
+``runtime/wasmforge_ffi.c`` and ``pipeline/host.py``).
 """
 from __future__ import annotations
 
@@ -25,10 +31,30 @@ EXPORTS = ("wasmforge_run", "wasmforge_num_inputs", "wasmforge_num_outputs", "wa
            "wasmforge_last_error")
 
 
+THREADS_EXPORTS = ("wasmforge_threads_prepare", "wasmforge_worker_stack", "wasmforge_worker",
+                   "wasmforge_threads_attached", "wasmforge_threads_stop", "wasmforge_threads_tasks")
+
+
 @dataclass(frozen=True)
 class LinkParams:
     cflags: tuple[str, ...] = ("-O2", "-msimd128")
     stack_size: int = 4 << 20
+    threads: bool = False        # the threads variant: shared imported memory, atomics
+    max_memory: int = 4 << 30    # a shared memory must declare its maximum: all of wasm32's 4 GiB
+
+    @property
+    def all_cflags(self) -> tuple[str, ...]:
+        return self.cflags + (("-matomics", "-mbulk-memory") if self.threads else ())
+
+    @property
+    def ldflags(self) -> tuple[str, ...]:
+        if not self.threads:
+            return ()
+        return ("-Wl,--shared-memory", "-Wl,--import-memory", f"-Wl,--max-memory={self.max_memory}")
+
+    @property
+    def exports(self) -> tuple[str, ...]:
+        return EXPORTS + (THREADS_EXPORTS if self.threads else ())
 
 
 def tvm_ffi_include() -> str:
@@ -48,14 +74,14 @@ def _run(argv: list[str], what: str, path: str, cwd: str | None = None) -> None:
 
 
 def compile_argv(clang_path: str, p: LinkParams, src: str, out: str) -> list[str]:
-    return [clang_path, "--target=wasm32-wasi", *p.cflags, "-I", RUNTIME_DIR,
+    return [clang_path, "--target=wasm32-wasi", *p.all_cflags, "-I", RUNTIME_DIR,
             "-I", tvm_ffi_include(), "-c", src, "-o", out]
 
 
 def link_argv(clang_path: str, ld_path: str, p: LinkParams, objects: list[str], out: str) -> list[str]:
     return [clang_path, "--target=wasm32-wasi", "-mexec-model=reactor", f"--ld-path={ld_path}",
-            *objects, "-o", out, f"-Wl,-z,stack-size={p.stack_size}", "-Wl,--strip-debug",
-            *(f"-Wl,--export={e}" for e in EXPORTS)]
+            *objects, "-o", out, f"-Wl,-z,stack-size={p.stack_size}", "-Wl,--strip-debug", *p.ldflags,
+            *(f"-Wl,--export={e}" for e in p.exports)]
 
 
 def run(kernels_o: str, executor_dir: str, metadata: dict, p: LinkParams, clang, wasm_ld,
@@ -76,7 +102,7 @@ def run(kernels_o: str, executor_dir: str, metadata: dict, p: LinkParams, clang,
     _run(link_argv(clang.path, wasm_ld.path, p, objs, tmp), "linking", kernels_o)
     with open(tmp, "rb") as f:
         data = f.read()
-    bad = [f"{i['module']}.{i['name']}" for i in wasmbin.imports(data) if i["module"] != "wasi_snapshot_preview1"]
+    bad = [f"{i['module']}.{i['name']}" for i in wasmbin.imports(data) if not wasmbin.allowed_import(i, p.threads)]
     if bad:
         raise StageError(STAGE, kernels_o, f"the linked module imports non-WASI symbols: {bad}")
     data = wasmbin.add_custom_section(data, wasmbin.METADATA_SECTION, cache.canonical(metadata))

@@ -3,6 +3,8 @@
 ``doit publish:<model>`` writes ``<dist>/<model>/<version>/``:
 
     <model>.wasm                 the validated, optimized module (unchanged bytes)
+    <model>.threads.wasm         its threads variant (shared memory, N host threads), when
+                                 it was built and validated
     lib<model>.a, <model>.h,     the same model as a static library for relinking into the
     wasmforge.h                  user's own WASI program (see pipeline/staticlib.py)
     manifest.json                what was built from what: model and version, sha256 of the
@@ -102,21 +104,39 @@ def registry_target(model: str) -> tuple[str, str] | None:
     return host, f"{namespace.strip('/')}/{model}" if namespace.strip("/") else model
 
 
-def run(model: str, version: str, wasm: str, report_path: str, source_sha: str, tuning: dict,
-        tools: dict, bench_path: str | None, objects: list[str], ar_path: str) -> dict:
+def _validated(wasm: str, report_path: str, what: str) -> dict:
     if not os.path.isfile(report_path):
         raise StageError(STAGE, report_path, "no validation report: build the model first (doit build:<model>)")
     report = cache.read_json(report_path)
     if not report.get("passed"):
-        raise StageError(STAGE, report_path, "validation did not pass: refusing to publish this module")
+        raise StageError(STAGE, report_path, f"validation did not pass: refusing to publish this {what}")
     if not os.path.isfile(wasm) or cache.file_sha256(wasm) != report.get("module_sha256"):
-        raise StageError(STAGE, wasm, "the module is missing or is not the one the report validated")
+        raise StageError(STAGE, wasm, f"the {what} is missing or is not the one the report validated")
+    return report
+
+
+def run(model: str, version: str, wasm: str, report_path: str, source_sha: str, tuning: dict,
+        tools: dict, bench_path: str | None, objects: list[str], ar_path: str,
+        wasm_threads: str | None = None, report_threads_path: str | None = None) -> dict:
+    """``wasm_threads``/``report_threads_path``: the threads variant, released beside the
+    module when given (it must have passed its own validation)."""
+    report = _validated(wasm, report_path, "module")
     bench = cache.read_json(bench_path) if bench_path and os.path.isfile(bench_path) else None
     man = manifest(model, version, wasm, report, source_sha, tuning, tools, bench)
     with open(wasm, "rb") as f:
         module = f.read()
     wasm_name = f"{model}.wasm"
-    files = {wasm_name: module, "manifest.json": (json.dumps(man, indent=2, sort_keys=True) + "\n").encode()}
+    files = {wasm_name: module}
+    if wasm_threads:
+        report_t = _validated(wasm_threads, report_threads_path, "threads variant")
+        with open(wasm_threads, "rb") as f:
+            files[f"{model}.threads.wasm"] = f.read()
+        man["variants"] = {"threads": {
+            "file": f"{model}.threads.wasm", "sha256": cache.digest_bytes(files[f"{model}.threads.wasm"]),
+            "bytes": len(files[f"{model}.threads.wasm"]), "validated_with_threads": report_t["threads"],
+            "features": wasmbin.target_features(files[f"{model}.threads.wasm"]),
+            "validation": _validation_summary(report_t)}}
+    files["manifest.json"] = (json.dumps(man, indent=2, sort_keys=True) + "\n").encode()
     # the static library for relinking (pipeline/staticlib.py): lib<model>.a and its headers
     with tempfile.TemporaryDirectory(prefix=".tmp-lib-") as libdir:
         lib = staticlib.run(model, objects, wasmbin.metadata(module), ar_path, libdir)

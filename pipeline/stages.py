@@ -25,7 +25,10 @@ from pipeline.dsl import ROOT, Model, Zoo
 from pipeline.errors import StageError
 from pipeline.remote import Remote
 
-STAGES = ("materialize", "import", "relax_build", "emit", "executor", "link", "opt", "validate")
+STAGES = ("materialize", "import", "relax_build", "emit", "executor", "link", "opt", "validate",
+          "link_threads", "opt_threads", "validate_threads")
+THREADS = "_threads"   # the suffix of the threads variant's stages (link, opt, validate)
+VALIDATE_THREADS = 2   # threads the threads variant is validated with
 SCHEMA = 1   # bump to disown every cached result at once (Bazel's salt)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,6 +43,12 @@ CODE = {
     "opt": ["opt.py", "wasmbin.py"],
     "validate": ["validate.py", "host.py", "wasmbin.py"],
 }
+CODE.update({f"{s}{THREADS}": CODE[s] for s in ("link", "opt", "validate")})
+
+
+def base_stage(name: str) -> tuple[str, bool]:
+    """``link_threads`` -> (``link``, True): the variant's stages run the same code."""
+    return (name[:-len(THREADS)], True) if name.endswith(THREADS) else (name, False)
 
 
 def build_root() -> str:
@@ -74,6 +83,14 @@ class Paths:
     @property
     def report(self) -> str:
         return os.path.join(self.dir, "report.json")
+
+    @property
+    def published_threads(self) -> str:
+        return os.path.join(self.dir, f"{self.model.name}.threads.wasm")
+
+    @property
+    def report_threads(self) -> str:
+        return os.path.join(self.dir, "report.threads.json")
 
 
 @dataclass
@@ -119,6 +136,7 @@ def params(m: Model) -> dict:
             "import": importer.ImportParams(inputs=m.inputs),
             "relax_build": relax_build.BuildParams(mattr=m.mattr),
             "link": link.LinkParams(),
+            "link_threads": link.LinkParams(threads=True),
             "opt": opt.OptParams(level=m.opt_level)}
 
 
@@ -140,6 +158,8 @@ def graph(m: Model) -> list[Stage]:
     linked = outs("link", f"{m.name}.linked.wasm")
     link_objects = {f"link/obj/{o}": p.stage("link", "obj", o) for o in link.OBJECTS}
     optimized = outs("opt", f"{m.name}.wasm")
+    linked_mt = outs("link_threads", f"{m.name}.threads.linked.wasm")
+    optimized_mt = outs("opt_threads", f"{m.name}.threads.wasm")
     stages = []
     if isinstance(m.source, Zoo):
         stages.append(mk("materialize", {"zoo": materialize.zoo_path(m.source.name)},
@@ -156,25 +176,42 @@ def graph(m: Model) -> list[Stage]:
            {"params": asdict(pr["relax_build"]), "tools": tvm}),
         mk("executor", {**lowered, "import/io.json": imported["import/io.json"]}, ex_files,
            {"tools": tvm}),
-        mk("link", {"emit/kernels.o": p.stage("emit", "kernels.o"), "source": p.source,
-                    "import/io.json": imported["import/io.json"], **runtime,
-                    **{k: v for k, v in ex_files.items() if not k.endswith("plan.json")}},
-           {**linked, **link_objects},   # the objects too: a release archives them (lib<model>.a)
-           {"params": asdict(pr["link"]), "model": m.name, "target": pr["relax_build"].target_dict(),
-            "tools": [toolchain.clang().identity(), toolchain.wasm_ld().identity()] + tvm}),
-        mk("opt", dict(linked), optimized,
-           {"params": asdict(pr["opt"]), "tools": [toolchain.wasm_opt().identity()]}),
-        mk("validate", {**optimized, "source": p.source},
-           {"report.json": p.report, f"{m.name}.wasm": p.published},
-           {"seeds": list(m.seeds), "tolerance": asdict(m.tolerance), "tools": _py("wasmtime", "onnxruntime")}),
     ]
+    link_inputs = {"emit/kernels.o": p.stage("emit", "kernels.o"), "source": p.source,
+                   "import/io.json": imported["import/io.json"], **runtime,
+                   **{k: v for k, v in ex_files.items() if not k.endswith("plan.json")}}
+    link_tools = [toolchain.clang().identity(), toolchain.wasm_ld().identity()] + tvm
+    opt_tools = [toolchain.wasm_opt().identity()]
+    validate_config = {"seeds": list(m.seeds), "tolerance": asdict(m.tolerance),
+                       "tools": _py("wasmtime", "onnxruntime")}
+    for sfx, lk, op, report, published, objects in (
+            ("", linked, optimized, p.report, p.published, link_objects),
+            (THREADS, linked_mt, optimized_mt, p.report_threads, p.published_threads, {})):
+        stages += [
+            # the portable variant's objects too: a release archives them (lib<model>.a)
+            mk(f"link{sfx}", link_inputs, {**lk, **objects},
+               {"params": asdict(pr[f"link{sfx}"]), "model": m.name, "target": pr["relax_build"].target_dict(),
+                "tools": link_tools}),
+            mk(f"opt{sfx}", dict(lk), op, {"params": asdict(pr["opt"]), "tools": opt_tools}),
+            # the threads variant must give the validated portable module's exact bytes
+            mk(f"validate{sfx}", {**op, "source": p.source, **({"portable": p.published} if sfx else {})},
+               {os.path.basename(report): report, os.path.basename(published): published},
+               {**validate_config, **({"threads": VALIDATE_THREADS} if sfx else {})}),
+        ]
     return stages
 
 
-def metadata(m: Model, p: Paths) -> dict:
+def metadata(m: Model, p: Paths, threads: bool = False) -> dict:
     """What the module says about itself, in its ``wasmforge.metadata`` custom section."""
     io = cache.read_json(p.stage("import", "io.json"))
     pr = params(m)
+    abi_threads = {"threads": {
+        "memory": "imports env.memory (shared): the host creates it and gives it to every instance",
+        "prepare": "wasmforge_threads_prepare(workers) on the first instance, after _initialize",
+        "worker": "wasmforge_worker(id, wasmforge_worker_stack(id)) on a new instance per worker "
+                  "thread, ids 1..workers; never _initialize a worker; it returns after "
+                  "wasmforge_threads_stop()",
+        "attached": "wasmforge_threads_attached(): run only once every worker has attached"}} if threads else {}
     return {"wasmforge": 1, "model": m.name, "inputs": io["inputs"], "outputs": io["outputs"],
             "source": {"file": os.path.basename(p.source), "sha256": cache.file_sha256(p.source)},
             "build": {"target": pr["relax_build"].target_dict(), "system_lib": True,
@@ -183,7 +220,7 @@ def metadata(m: Model, p: Paths) -> dict:
             "abi": {"initialize": "_initialize", "run": "wasmforge_run",
                     "inputs": "wasmforge_input_ptr/wasmforge_input_size",
                     "outputs": "wasmforge_output_ptr/wasmforge_output_size",
-                    "error": "wasmforge_last_error"}}
+                    "error": "wasmforge_last_error", **abi_threads}}
 
 
 def execute(m: Model, st: Stage) -> dict:
@@ -191,30 +228,36 @@ def execute(m: Model, st: Stage) -> dict:
     p = Paths(m)
     pr = params(m)
     o = st.outputs
-    if st.name == "materialize":
+    name, threads = base_stage(st.name)
+    sfx, dot = (THREADS, ".threads") if threads else ("", "")
+    if name == "materialize":
         return materialize.run(pr["materialize"], p.source)
-    if st.name == "import":
+    if name == "import":
         return importer.run(p.source, pr["import"], o["import/model.json"], o["import/io.json"])
-    if st.name == "relax_build":
+    if name == "relax_build":
         return relax_build.run(st.inputs["import/model.json"], m.tuning_dir(), pr["relax_build"],
                                o["relax_build/lowered.json"])
-    if st.name == "emit":
+    if name == "emit":
         return emit.run(st.inputs["relax_build/lowered.json"], pr["relax_build"], o["emit/kernels.o"])
-    if st.name == "executor":
+    if name == "executor":
         return executor.run(st.inputs["relax_build/lowered.json"], st.inputs["import/io.json"], p.stage("executor"))
-    if st.name == "link":
-        return link.run(st.inputs["emit/kernels.o"], p.stage("executor"), metadata(m, p), pr["link"],
-                        toolchain.clang(), toolchain.wasm_ld(), o[f"link/{m.name}.linked.wasm"],
-                        p.stage("link", "obj"))
-    if st.name == "opt":
-        return opt.run(st.inputs[f"link/{m.name}.linked.wasm"], pr["opt"], toolchain.wasm_opt(),
-                       o[f"opt/{m.name}.wasm"])
-    if st.name == "validate":
-        opt_result = cache.read_json(p.stage_json("opt"))["result"]
+    if name == "link":
+        return link.run(st.inputs["emit/kernels.o"], p.stage("executor"), metadata(m, p, threads),
+                        pr[f"link{sfx}"], toolchain.clang(), toolchain.wasm_ld(),
+                        o[f"link{sfx}/{m.name}{dot}.linked.wasm"], p.stage(f"link{sfx}", "obj"))
+    if name == "opt":
+        return opt.run(st.inputs[f"link{sfx}/{m.name}{dot}.linked.wasm"], pr["opt"], toolchain.wasm_opt(),
+                       o[f"opt{sfx}/{m.name}{dot}.wasm"])
+    if name == "validate":
+        opt_result = cache.read_json(p.stage_json(f"opt{sfx}"))["result"]
         sizes = {"before_wasm_opt": opt_result["bytes_before"], "after_wasm_opt": opt_result["bytes_after"]}
-        files = {s: p.stage_json(s) for s in STAGES if s != "validate"}
-        report = validate.run(st.inputs[f"opt/{m.name}.wasm"], p.source, m.seeds, m.tolerance, files,
-                              sizes, p.published, p.report)
+        files = {s: p.stage_json(s) for s in STAGES
+                 if base_stage(s)[0] != "validate" and (base_stage(s)[1] == threads or s not in ("link", "opt"))}
+        report = validate.run(st.inputs[f"opt{sfx}/{m.name}{dot}.wasm"], p.source, m.seeds, m.tolerance, files,
+                              sizes, p.published_threads if threads else p.published,
+                              p.report_threads if threads else p.report,
+                              threads=VALIDATE_THREADS if threads else 1,
+                              same_as=st.inputs["portable"] if threads else None)
         return {"passed": report["passed"]}
     raise ValueError(f"unknown stage {st.name!r}; stages: {', '.join(STAGES)}")
 

@@ -59,7 +59,10 @@ def compare(got: np.ndarray, ref: np.ndarray, tol: Tolerance) -> dict:
 
 
 def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str, str],
-        sizes: dict, published: str, report_path: str) -> dict:
+        sizes: dict, published: str, report_path: str, threads: int = 1, same_as: str | None = None) -> dict:
+    """``threads`` > 1: the threads variant, run with that many threads. ``same_as``: a module
+    whose outputs this one must equal bit for bit (the threads variant runs the same kernels
+    as the portable module, and splitting a parallel loop must not change a single bit)."""
     import onnxruntime as ort
 
     from pipeline.host import WasmModel
@@ -71,11 +74,12 @@ def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str,
     with open(wasm, "rb") as f:
         data = f.read()
     imports = wasmbin.imports(data)
-    non_wasi = [f"{i['module']}.{i['name']}" for i in imports if i["module"] != "wasi_snapshot_preview1"]
-    model = WasmModel(wasm)
+    non_wasi = [f"{i['module']}.{i['name']}" for i in imports if not wasmbin.allowed_import(i, threads > 1)]
+    model = WasmModel(wasm, threads=threads)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    reference = WasmModel(same_as) if same_as else None
     results = []
     for seed in seeds:
         feeds = seeded_inputs(model.inputs, seed)
@@ -84,6 +88,11 @@ def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str,
         wasm_ms = (time.perf_counter() - t) * 1e3
         ref = sess.run([o["name"] for o in model.outputs], feeds)
         per_out = {o["name"]: compare(g, r, tol) for o, g, r in zip(model.outputs, got, ref)}
+        if reference is not None:
+            for o, g, want in zip(model.outputs, got, reference.run(feeds)):
+                same = bool(np.array_equal(g, want, equal_nan=True))
+                per_out[o["name"]]["identical_to_" + os.path.basename(same_as)] = same
+                per_out[o["name"]]["passed"] = per_out[o["name"]]["passed"] and same
         results.append({"seed": seed, "wasm_ms": round(wasm_ms, 2), "outputs": per_out,
                         "passed": all(v["passed"] for v in per_out.values())})
     passed = not non_wasi and all(r["passed"] for r in results)
@@ -92,7 +101,8 @@ def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str,
         if os.path.isfile(path):
             times[stage] = cache.read_json(path).get("seconds")
     times["validate"] = round(time.perf_counter() - t0, 3)
-    report = {"model": model.metadata.get("model"), "passed": passed,
+    model.close()
+    report = {"model": model.metadata.get("model"), "passed": passed, "threads": threads,
               "tolerance": {**asdict(tol), "rule": "|wasm - ort| <= atol + rtol * max|ort| per output; "
                                                    "top-1 identical; top-5 overlap >= min_top5"},
               "inputs": results, "imports": [f"{i['module']}.{i['name']}" for i in imports],
@@ -107,6 +117,7 @@ def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str,
         worst = [f"seed {r['seed']}: " + ", ".join(f"{k}: max_abs_error {v['max_abs_error']:.3g} "
                                                     f"(allowed {v['allowed_abs_error']:.3g}), top1_equal "
                                                     f"{v.get('top1_equal')}, top5_overlap {v.get('top5_overlap')}"
+                                                    + "".join(f", {f} {x}" for f, x in v.items() if f.startswith("identical_to_"))
                                                     for k, v in r["outputs"].items())
                  for r in results if not r["passed"]]
         why = f"non-WASI imports {non_wasi}" if non_wasi else "; ".join(worst)

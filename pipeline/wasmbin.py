@@ -160,3 +160,10 @@ def metadata(data: bytes) -> dict:
     if payload is None:
         raise WasmFormatError(f"no {METADATA_SECTION!r} custom section: not a wasmforge module")
     return json.loads(payload.decode("utf-8"))
+
+
+def allowed_import(imp: dict, threads: bool) -> bool:
+    """What a wasmforge module may import: WASI, and for the threads variant the shared
+    memory every instance (one per thread) is given."""
+    return imp["module"] == "wasi_snapshot_preview1" or (
+        threads and (imp["module"], imp["name"], imp["kind"]) == ("env", "memory", "memory"))

@@ -14,7 +14,8 @@ import pytest
 from conftest import ROOT, Doit, make_tiny_onnx, ran
 from pipeline import cache, dsl, stages
 
-ALL = ["import", "relax_build", "emit", "executor", "link", "opt", "validate"]
+ALL = ["import", "relax_build", "emit", "executor", "link", "opt", "validate",
+       "link_threads", "opt_threads", "validate_threads"]
 
 
 def declare_tiny(doit, name="tiny", opt_level="-O3", seed=0):
@@ -52,8 +53,8 @@ def test_configs_name_no_paths_and_an_opt_change_touches_only_opt(empty_registry
     monkeypatch.setenv("WASMFORGE_BUILD", str(tmp_path / "two"))
     g2 = {s.name: s for s in stages.graph(m2)}
     differs = [n for n in g3 if cache.digest(g3[n].config) != cache.digest(g2[n].config)]
-    # the model name is embedded in link's metadata; opt's level is opt's alone
-    assert differs == ["link", "opt"]
+    # the model name is embedded in link's metadata; opt's level is opt's alone (both variants)
+    assert differs == ["link", "opt", "link_threads", "opt_threads"]
     assert set(g3["link"].config) - {"model"} == set(g2["link"].config) - {"model"}
     for st in g3.values():
         text = json.dumps(st.config)
@@ -75,7 +76,7 @@ def test_noop_touch_and_a_changed_opt_option(doit):
     assert ran(doit("build:tiny")) == []
 
     declare_tiny(doit, opt_level="-O2")                        # a wasm-opt option
-    assert ran(doit("build:tiny")) == ["opt", "validate"]
+    assert sorted(ran(doit("build:tiny"))) == ["opt", "opt_threads", "validate", "validate_threads"]
     meta = json.load(open(doit.path("tiny", "report.json")))["metadata"]
     assert meta["opt"]["level"] == "-O2"
 

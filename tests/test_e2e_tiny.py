@@ -13,6 +13,7 @@ from pipeline import wasmbin
 from pipeline.host import WasmModel
 
 STAGES = ["import", "relax_build", "emit", "executor", "link", "opt", "validate"]
+THREADS_STAGES = ["link_threads", "opt_threads", "validate_threads"]
 
 
 def test_tiny_model_from_toml_builds_validates_and_runs(doit, tmp_path):
@@ -20,7 +21,7 @@ def test_tiny_model_from_toml_builds_validates_and_runs(doit, tmp_path):
     doit.declare("tiny.toml", 'name = "tiny"\nonnx = "tiny.onnx"\nseeds = [5, 6]\n')
 
     listing = doit("list", "--all").stdout
-    for stage in STAGES + ["build"]:
+    for stage in STAGES + THREADS_STAGES + ["build"]:
         assert f"{stage}:tiny" in listing, listing
 
     doit("build:tiny")
@@ -31,8 +32,18 @@ def test_tiny_model_from_toml_builds_validates_and_runs(doit, tmp_path):
         out = r["outputs"]["y"]
         assert out["top1_equal"] and out["top5_overlap"] == 5
         assert out["max_abs_error"] <= out["allowed_abs_error"]
-    assert report["imports"] and all(i.startswith("wasi_snapshot_preview1.") for i in report["imports"])
+    # the runtime brings its own allocator and formatting: the module imports nothing at all
+    assert all(i.startswith("wasi_snapshot_preview1.") for i in report["imports"]), report["imports"]
     assert set(report["stage_seconds"]) >= set(STAGES)
+
+    # the threads variant, validated on 2 threads; it imports only its shared memory
+    mt = json.load(open(doit.path("tiny", "report.threads.json")))
+    assert mt["passed"] is True and mt["threads"] == 2
+    assert mt["imports"] == ["env.memory"]
+    assert all(r["outputs"]["y"]["identical_to_tiny.wasm"] for r in mt["inputs"])   # bit for bit
+    assert set(mt["stage_seconds"]) >= {"import", "emit", "link_threads", "opt_threads", "validate"}
+    assert not set(mt["stage_seconds"]) & {"link", "opt"}
+    assert os.path.isfile(doit.path("tiny", "tiny.threads.wasm"))
     assert report["sizes"]["before_wasm_opt"] > 0 and report["sizes"]["after_wasm_opt"] > 0
 
     wasm = doit.path("tiny", "tiny.wasm")

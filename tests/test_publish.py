@@ -42,7 +42,7 @@ def test_release_bundle_is_complete_deterministic_and_verifiable(doit):
     doit("publish:tiny")
     rel = release(doit)
     assert sorted(os.listdir(rel)) == ["SHA256SUMS", "libtiny.a", "manifest.json", "oci", "tiny-1.0.0.tar.gz",
-                                       "tiny.h", "tiny.wasm", "wasmforge.h"]
+                                       "tiny.h", "tiny.threads.wasm", "tiny.wasm", "wasmforge.h"]
     assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=rel, capture_output=True).returncode == 0
     assert sha(os.path.join(rel, "tiny.wasm")) == sha(doit.path("tiny", "tiny.wasm"))
     man = json.load(open(os.path.join(rel, "manifest.json")))
@@ -50,10 +50,13 @@ def test_release_bundle_is_complete_deterministic_and_verifiable(doit):
     assert man["source"]["sha256"] == sha(os.path.join(doit.decls, "tiny.onnx"))
     assert {"clang", "wasm-ld", "wasm-opt", "apache-tvm"} <= set(man["toolchain"])
     assert "simd128" in man["features"] and man["inputs"][0]["shape"] == [1, 3, 8, 8]
+    mt = man["variants"]["threads"]
+    assert mt["sha256"] == sha(os.path.join(rel, "tiny.threads.wasm")) == sha(doit.path("tiny", "tiny.threads.wasm"))
+    assert mt["validation"]["passed"] is True and mt["validated_with_threads"] == 2 and "atomics" in mt["features"]
     with tarfile.open(os.path.join(rel, "tiny-1.0.0.tar.gz")) as tar:
         members = tar.getmembers()
-        assert [m.name for m in members] == ["SHA256SUMS", "libtiny.a", "manifest.json", "tiny.h", "tiny.wasm",
-                                             "wasmforge.h"]
+        assert [m.name for m in members] == ["SHA256SUMS", "libtiny.a", "manifest.json", "tiny.h",
+                                             "tiny.threads.wasm", "tiny.wasm", "wasmforge.h"]
         assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.mode == 0o644 for m in members)
         assert tar.extractfile("tiny.wasm").read() == open(os.path.join(rel, "tiny.wasm"), "rb").read()
     before = sha(os.path.join(rel, "tiny-1.0.0.tar.gz"))

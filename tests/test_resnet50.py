@@ -35,3 +35,23 @@ def test_resnet50_builds_and_validates():
     meta = wasmbin.metadata(data)
     assert meta["inputs"] == [{"name": "gpu_0/data_0", "shape": [1, 3, 224, 224], "dtype": "float32"}]
     assert meta["outputs"][0]["shape"] == [1, 1000]
+
+
+def test_resnet50_threads_variant_runs_its_parallel_loops_on_two_threads():
+    """The tuned kernels' parallel loops really run on the worker (worker_tasks > 0), and
+    give the portable module's bytes."""
+    import numpy as np
+
+    from pipeline.host import WasmModel
+    from pipeline.validate import seeded_inputs
+
+    report = json.load(open(os.path.join(ROOT, "build", "resnet50", "report.threads.json")))
+    assert report["passed"] is True and report["threads"] == 2
+    assert all(r["outputs"]["gpu_0/softmax_1"]["identical_to_resnet50.wasm"] for r in report["inputs"])
+    d = os.path.join(ROOT, "build", "resnet50")
+    portable = WasmModel(os.path.join(d, "resnet50.wasm"))
+    x = seeded_inputs(portable.inputs, 99)
+    want = portable.run(x)[0]
+    with WasmModel(os.path.join(d, "resnet50.threads.wasm"), threads=2) as m:
+        np.testing.assert_array_equal(m.run(x)[0], want)
+        assert m.worker_tasks > 0

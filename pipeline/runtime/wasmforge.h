@@ -8,6 +8,12 @@
  *   3. reads each output's bytes at wasmforge_output_ptr(i) (wasmforge_output_size(i) bytes).
  * On failure wasmforge_run() returns non-zero and wasmforge_last_error() is a NUL-terminated
  * message.
+ *
+ * The threads variant (<model>.threads.wasm) also exports wasmforge_threads_prepare,
+ * wasmforge_worker_stack, wasmforge_worker, wasmforge_threads_attached, wasmforge_threads_stop
+ * and wasmforge_threads_tasks, and imports its shared memory as env.memory; the host protocol
+ * is in the README ("Threads") and in the module's metadata (abi.threads). lib<model>.a is
+ * the portable, single-threaded build.
  */
 #ifndef WASMFORGE_H_
 #define WASMFORGE_H_

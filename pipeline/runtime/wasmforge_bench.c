@@ -53,7 +53,7 @@ int32_t WF_EXPORT(wfb_setup)(void) {
       count *= (uint64_t)wfb_shapes[i][d];
     }
     uint64_t bytes = count * ((dt.bits * dt.lanes + 7u) / 8u);
-    void* data = aligned_alloc(64, (size_t)((bytes + 63) & ~(uint64_t)63) + 64);
+    void* data = wf_alloc(bytes + 64);
     if (data == NULL) {
       wf_set_error("bench: out of memory for argument %d (%llu bytes)", i, (unsigned long long)bytes);
       return -1;
