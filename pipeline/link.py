@@ -73,8 +73,8 @@ def _run(argv: list[str], what: str, path: str, cwd: str | None = None) -> None:
         raise StageError(STAGE, path, f"{what} failed (exit {res.returncode}):\n  $ {' '.join(argv)}\n{tail}")
 
 
-def compile_argv(clang_path: str, p: LinkParams, src: str, out: str) -> list[str]:
-    return [clang_path, "--target=wasm32-wasi", *p.all_cflags, "-I", RUNTIME_DIR,
+def compile_argv(clang_path: str, p: LinkParams, src: str, out: str, defines: tuple[str, ...] = ()) -> list[str]:
+    return [clang_path, "--target=wasm32-wasi", *p.all_cflags, *defines, "-I", RUNTIME_DIR,
             "-I", tvm_ffi_include(), "-c", src, "-o", out]
 
 
@@ -84,14 +84,22 @@ def link_argv(clang_path: str, ld_path: str, p: LinkParams, objects: list[str], 
             *(f"-Wl,--export={e}" for e in p.exports)]
 
 
+def runtime_defines(kernels_o: str) -> tuple[str, ...]:
+    """Kernels that synchronize inside a parallel loop (TVMBackendParallelBarrier) need every
+    task of a launch running at once: one task per thread, no dynamic task queue."""
+    with open(kernels_o, "rb") as f:
+        return ("-DWF_ONE_TASK_PER_THREAD",) if b"TVMBackendParallelBarrier" in f.read() else ()
+
+
 def run(kernels_o: str, executor_dir: str, metadata: dict, p: LinkParams, clang, wasm_ld,
         out: str, work: str) -> dict:
     os.makedirs(work, exist_ok=True)
     objs = []
+    defines = runtime_defines(kernels_o)
     for src, name in ((os.path.join(RUNTIME_DIR, "wasmforge_runtime.c"), "runtime.o"),
                       (os.path.join(executor_dir, "executor.c"), "executor.o")):
         o = os.path.join(work, name)
-        _run(compile_argv(clang.path, p, src, o), f"compiling {os.path.basename(src)}", src)
+        _run(compile_argv(clang.path, p, src, o, defines), f"compiling {os.path.basename(src)}", src)
         objs.append(o)
     wo = os.path.join(work, "weights.o")
     # .incbin "weights.bin" is resolved against the working directory

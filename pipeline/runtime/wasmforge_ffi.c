@@ -233,11 +233,22 @@ int TVMBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv) {
  * function) copies the data segments only once, whichever instance starts first.
  *
  * A job is published by bumping `generation`; workers wait on it with
- * memory.atomic.wait32 after a short spin, run task `id` of the parallel loop, and count
- * `pending` down; the launching thread runs task 0 and waits for `pending` to reach 0. */
+ * memory.atomic.wait32 after a short spin. The parallel loop is cut into
+ * WF_TASKS_PER_THREAD tasks per thread, and every thread, the launching one included, takes
+ * the next task from an atomic counter until none is left, then counts `pending` down; the
+ * launching thread waits for `pending` to reach 0. Taking tasks dynamically keeps both
+ * cores busy when one runs slower (a shared host): with one fixed share per thread the
+ * slowest thread sets the pace. A kernel object that uses TVMBackendParallelBarrier needs
+ * all of a launch's tasks running at once, so the link stage then defines
+ * WF_ONE_TASK_PER_THREAD. */
 #define WF_MAX_THREADS 64
 #define WF_WORKER_STACK (1u << 20)
 #define WF_SPIN 20000
+#ifdef WF_ONE_TASK_PER_THREAD
+#define WF_TASKS_PER_THREAD 1
+#elif !defined(WF_TASKS_PER_THREAD)
+#define WF_TASKS_PER_THREAD 4
+#endif
 
 static struct {
   atomic_uint generation;
@@ -249,6 +260,7 @@ static struct {
   atomic_uint barrier_count;
   atomic_uint barrier_generation;
   atomic_uint worker_tasks; /* parallel tasks the workers ran: proof the threads did work */
+  atomic_int next_task;
   FTVMParallelLambda fn;
   void* cdata;
   int32_t num_task;
@@ -300,7 +312,21 @@ void WF_EXPORT(wasmforge_threads_stop)(void) {
   wf_wake(&wf_pool.generation);
 }
 
+/* Run tasks of the current job until none is left; returns how many this thread ran. */
+static uint32_t wf_run_tasks(void) {
+  uint32_t ran = 0;
+  TVMParallelGroupEnv env = {&wf_pool, wf_pool.num_task};
+  for (;;) {
+    int32_t t = atomic_fetch_add(&wf_pool.next_task, 1);
+    if (t >= wf_pool.num_task) return ran;
+    int rc = wf_pool.fn(t, &env, wf_pool.cdata);
+    if (rc != 0) atomic_store(&wf_pool.rc, rc);
+    ++ran;
+  }
+}
+
 __attribute__((used)) void wf_worker_main(uint32_t id) {
+  (void)id;
   uint32_t seen = atomic_load(&wf_pool.generation);
   atomic_fetch_add(&wf_pool.attached, 1);
   for (;;) {
@@ -311,12 +337,7 @@ __attribute__((used)) void wf_worker_main(uint32_t id) {
     }
     if (atomic_load(&wf_pool.stop)) break;
     seen = g;
-    if ((int32_t)id < wf_pool.num_task) {
-      TVMParallelGroupEnv env = {&wf_pool, wf_pool.num_task};
-      int rc = wf_pool.fn((int)id, &env, wf_pool.cdata);
-      if (rc != 0) atomic_store(&wf_pool.rc, rc);
-      atomic_fetch_add_explicit(&wf_pool.worker_tasks, 1, memory_order_relaxed);
-    }
+    atomic_fetch_add_explicit(&wf_pool.worker_tasks, wf_run_tasks(), memory_order_relaxed);
     if (atomic_fetch_sub(&wf_pool.pending, 1) == 1) wf_wake(&wf_pool.pending);
   }
   atomic_fetch_sub(&wf_pool.attached, 1);
@@ -347,21 +368,25 @@ int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_ta
     TVMParallelGroupEnv env = {NULL, 1};
     return flambda(0, &env, cdata);
   }
-  int32_t n = (int32_t)workers + 1;
-  if (num_task > 0 && num_task < n) n = num_task;
+  /* TVM's codegen asks for 0 tasks, "as many as you like"; honour an explicit count */
+  int32_t threads = (int32_t)workers + 1;
+  int32_t n = num_task > 0 ? num_task : threads * WF_TASKS_PER_THREAD;
+#ifdef WF_ONE_TASK_PER_THREAD
+  if (n > threads) n = threads; /* a barrier needs every task of the launch running */
+#endif
+  wf_pool.num_task = n;
   wf_pool.fn = flambda;
   wf_pool.cdata = cdata;
-  wf_pool.num_task = n;
   atomic_store(&wf_pool.rc, 0);
+  atomic_store(&wf_pool.next_task, 0);
   atomic_store(&wf_pool.pending, workers);
   atomic_fetch_add_explicit(&wf_pool.generation, 1, memory_order_release);
   wf_wake(&wf_pool.generation);
-  TVMParallelGroupEnv env = {&wf_pool, n};
-  int rc = flambda(0, &env, cdata);
+  wf_run_tasks();
   uint32_t left;
   while ((left = atomic_load_explicit(&wf_pool.pending, memory_order_acquire)) != 0) wf_wait(&wf_pool.pending, left);
   atomic_store(&wf_pool.busy, 0);
-  return rc ? rc : atomic_load(&wf_pool.rc);
+  return atomic_load(&wf_pool.rc);
 }
 
 int TVMBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv) {
