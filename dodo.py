@@ -135,8 +135,9 @@ def task_cache_trim():
             "uptodate": [False], "verbosity": 2}
 
 
-def _tune_cmd(name, trials):
-    return f"{shlex.quote(sys.executable)} -m pipeline tune {name}" + (f" --trials {trials}" if trials else "")
+def _tune_cmd(name, trials, focus):
+    return (f"{shlex.quote(sys.executable)} -m pipeline tune {name}" + (f" --trials {trials}" if trials else "")
+            + (f" --focus {focus}" if focus else ""))
 
 
 def task_tune():
@@ -146,7 +147,10 @@ def task_tune():
                "task_dep": [f"import:{name}"], "uptodate": [False], "verbosity": 2,
                "params": [{"name": "trials", "long": "trials", "type": int, "default": 0,
                            "help": "trial budget, records already in the log included "
-                                   "(default: the model's tune_trials)"}],
+                                   "(default: the model's tune_trials)"},
+                          {"name": "focus", "long": "focus", "type": int, "default": 0,
+                           "help": "tune only the K kernels costing the most time by the log, "
+                                   "an equal share each (default: every kernel)"}],
                "doc": f"tune {name}"}
 
 

@@ -13,14 +13,17 @@ from toolchain import ToolchainError
 
 
 def main(argv: list[str]) -> int:
-    trials = None
-    if len(argv) == 4 and argv[2] == "--trials" and argv[3].isdigit():
-        trials = int(argv[3])
-        argv = argv[:2]
+    trials = focus = None
+    while len(argv) >= 4 and argv[-2] in ("--trials", "--focus") and argv[-1].isdigit():
+        if argv[-2] == "--trials":
+            trials = int(argv[-1])
+        else:
+            focus = int(argv[-1])
+        argv = argv[:-2]
     if len(argv) != 2:
         print("usage: python -m pipeline <stage> <model>\n"
               "       python -m pipeline bench <model>\n"
-              "       python -m pipeline tune <model> [--trials N]\n"
+              "       python -m pipeline tune <model> [--trials N] [--focus K]\n"
               "       python -m pipeline publish <model>\n"
               f"  stages: {', '.join(stages.STAGES)}", file=sys.stderr)
         return 2
@@ -62,7 +65,7 @@ def main(argv: list[str]) -> int:
             p = stages.Paths(m)
             result = tune.run(p.stage("import", "model.json"), stages.params(m)["relax_build"], m.tuning_dir(),
                               p.stage("tune"), trials if trials else m.tune_trials,
-                              toolchain.clang(), toolchain.wasm_ld())
+                              toolchain.clang(), toolchain.wasm_ld(), focus=focus or 0)
             print(f"{name}: tune done: {result}", file=sys.stderr)
             return 0
         if stage not in stages.STAGES:

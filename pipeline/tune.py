@@ -271,8 +271,33 @@ def repair_log(log_dir: str) -> int:
     return dropped
 
 
+def task_cost_ms(log_dir: str, extracted) -> dict[str, float]:
+    """Each task's share of the model's time by the log: its best measured latency (ms) times
+    how often the model runs it; a task without a valid record costs infinity."""
+    from tvm.s_tir import meta_schedule as ms
+
+    logs = relax_build.tuning_files(log_dir)
+    db = ms.database.JSONDatabase(path_workload=logs[0], path_tuning_record=logs[1]) if logs else None
+    cost = {}
+    for t in extracted:
+        known = db is not None and db.has_workload(t.dispatched[0])   # (committing would write the log)
+        recs = db.get_top_k(db.commit_workload(t.dispatched[0]), 1) if known else []
+        secs = [float(x) for x in recs[0].run_secs] if recs and recs[0].run_secs else []
+        cost[t.task_name] = (sum(secs) / len(secs) * 1e3 * t.weight) if secs else math.inf
+    return cost
+
+
+def focus_tasks(cost: dict[str, float], k: int) -> list[str]:
+    """The ``k`` tasks that cost the model the most time (untuned ones first)."""
+    return sorted(cost, key=lambda name: -cost[name])[:k]
+
+
 def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: str, trials: int,
-        clang, wasm_ld, trials_per_iter: int = 16, seed: int = 0) -> dict:
+        clang, wasm_ld, trials_per_iter: int = 16, seed: int = 0, focus: int = 0) -> dict:
+    """``focus`` > 0: tune only the ``focus`` tasks that cost the model the most time
+    (latency in the log times occurrences), giving each an equal share of the budget, instead
+    of MetaSchedule's gradient scheduler over every task (which favours kernels the model
+    runs often and can leave a slow kernel it runs once with a few dozen trials)."""
     from tvm.s_tir import meta_schedule as ms
 
     if repair_log(log_dir):
@@ -286,6 +311,13 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
     extracted = extract_tasks(module_json, p)
     if not extracted:
         raise StageError(STAGE, module_json, "the model has no kernels to tune")
+    scheduler = "gradient"
+    if focus:
+        cost = task_cost_ms(log_dir, extracted)
+        chosen = focus_tasks(cost, focus)
+        extracted = [t for t in extracted if t.task_name in chosen]
+        scheduler = "round-robin"
+        print("tune: focus on " + ", ".join(f"{n} ({cost[n]:.1f} ms)" for n in chosen), file=sys.stderr, flush=True)
     os.makedirs(log_dir, exist_ok=True)
     os.makedirs(work_dir, exist_ok=True)
     tasks, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
@@ -304,7 +336,7 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
                   num_trials_per_iter=trials_per_iter,
                   builder=make_builder(os.path.join(work_dir, "candidates"), clang, wasm_ld),
                   runner=make_runner(Measurer()), database=db, cost_model="xgb",
-                  measure_callbacks=callbacks)
+                  measure_callbacks=callbacks, task_scheduler=scheduler)
     return {"tasks": len(tasks), "trials": state["done"], "records": count_records(log_dir),
             "seconds": round(time.perf_counter() - t0, 1),
             "best_ms": {k: round(v * 1e3, 4) for k, v in sorted(state["best"].items())}}

@@ -30,13 +30,16 @@ def resnet50(tmp_path_factory):
     return str(dist)
 
 
-def test_the_python_example(resnet50, monkeypatch):
-    (block,) = [b for b in readme_blocks("python") if "WasmModel(" in b]
+def test_the_python_examples(resnet50, monkeypatch):
+    """The one-thread example, then the threads one (it reuses the first block's ``x``)."""
+    first, threads = [b for b in readme_blocks("python") if "WasmModel(" in b]
     monkeypatch.chdir(ROOT)
     scope: dict = {}
-    exec(compile(block, "README.md", "exec"), scope)   # noqa: S102 - our own README
+    exec(compile(first, "README.md", "exec"), scope)   # noqa: S102 - our own README
     probs = scope["probs"]
     assert probs.shape == (1, 1000) and abs(float(probs.sum()) - 1.0) < 1e-4
+    exec(compile(threads, "README.md", "exec"), scope)   # noqa: S102
+    np.testing.assert_array_equal(scope["probs"], probs)   # 2 threads, the same bytes
 
 
 def test_the_wasmtime_cli_example(resnet50):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 
 from conftest import make_tiny_onnx
 from test_cache import sha
@@ -38,6 +39,26 @@ def test_tune_writes_a_log_the_build_applies_and_that_resumes(doit, tmp_path):
     more = doit("tune:tiny", "--trials", "16")              # resumes with the records it has
     assert f"({len(records)} already in" in more.stderr
     assert sum(1 for line in open(os.path.join(log, "database_tuning_record.json")) if line.strip()) > len(records)
+
+    # --focus 1: only the kernel that costs the model the most time gets the new trials
+    def per_workload():
+        return Counter(json.loads(line)[0] for line in open(os.path.join(log, "database_tuning_record.json"))
+                       if line.strip())
+    before = per_workload()
+    focused = doit("tune:tiny", "--trials", str(sum(before.values()) + 4), "--focus", "1")
+    assert "tune: focus on " in focused.stderr
+    grew = [w for w, n in per_workload().items() if n > before.get(w, 0)]
+    assert len(grew) == 1, (before, per_workload())
+
+
+def test_focus_picks_the_costliest_tasks_untuned_first():
+    from math import inf
+
+    from pipeline.tune import focus_tasks
+
+    cost = {"a": 1.0, "b": 30.0, "c": inf, "d": 5.0}
+    assert focus_tasks(cost, 2) == ["c", "b"]
+    assert focus_tasks(cost, 9) == ["c", "b", "d", "a"]
 
 
 def test_a_log_for_another_target_is_ignored_with_a_warning(doit):
