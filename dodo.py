@@ -135,9 +135,9 @@ def task_cache_trim():
             "uptodate": [False], "verbosity": 2}
 
 
-def _tune_cmd(name, trials, focus):
+def _tune_cmd(name, trials, focus, fresh):
     return (f"{shlex.quote(sys.executable)} -m pipeline tune {name}" + (f" --trials {trials}" if trials else "")
-            + (f" --focus {focus}" if focus else ""))
+            + (f" --focus {focus}" if focus else "") + (" --fresh" if fresh else ""))
 
 
 def task_tune():
@@ -150,7 +150,10 @@ def task_tune():
                                    "(default: the model's tune_trials)"},
                           {"name": "focus", "long": "focus", "type": int, "default": 0,
                            "help": "tune only the K kernels costing the most time by the log, "
-                                   "an equal share each (default: every kernel)"}],
+                                   "an equal share each (default: every kernel)"},
+                          {"name": "fresh", "long": "fresh", "type": bool, "default": False,
+                           "help": "search from scratch, not from the log's best schedules; "
+                                   "the new records are added to the log"}],
                "doc": f"tune {name}"}
 
 

@@ -14,6 +14,8 @@ from toolchain import ToolchainError
 
 def main(argv: list[str]) -> int:
     trials = focus = None
+    fresh = "--fresh" in argv
+    argv = [a for a in argv if a != "--fresh"]
     while len(argv) >= 4 and argv[-2] in ("--trials", "--focus") and argv[-1].isdigit():
         if argv[-2] == "--trials":
             trials = int(argv[-1])
@@ -23,7 +25,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m pipeline <stage> <model>\n"
               "       python -m pipeline bench <model>\n"
-              "       python -m pipeline tune <model> [--trials N] [--focus K]\n"
+              "       python -m pipeline tune <model> [--trials N] [--focus K] [--fresh]\n"
               "       python -m pipeline publish <model>\n"
               f"  stages: {', '.join(stages.STAGES)}", file=sys.stderr)
         return 2
@@ -65,7 +67,7 @@ def main(argv: list[str]) -> int:
             p = stages.Paths(m)
             result = tune.run(p.stage("import", "model.json"), stages.params(m)["relax_build"], m.tuning_dir(),
                               p.stage("tune"), trials if trials else m.tune_trials,
-                              toolchain.clang(), toolchain.wasm_ld(), focus=focus or 0)
+                              toolchain.clang(), toolchain.wasm_ld(), focus=focus or 0, fresh=fresh)
             print(f"{name}: tune done: {result}", file=sys.stderr)
             return 0
         if stage not in stages.STAGES:

@@ -176,3 +176,30 @@ def gflop(onnx_path: str) -> float:
                 k = a[-1] if not any(x.name == "transA" and x.i for x in n.attribute) else a[-2]
                 macs += int(np.prod(out)) * k
     return 2 * macs / 1e9
+
+
+def main(argv: list[str]) -> int:
+    """``python -m pipeline.bench <module.wasm> [--threads N] [--runs N]``: time one built
+    module alone (warm-up, then each run and the median and minimum), on seeded inputs."""
+    import argparse
+
+    from pipeline.host import WasmModel
+    from pipeline.validate import seeded_inputs
+
+    ap = argparse.ArgumentParser(prog="python -m pipeline.bench", description=main.__doc__)
+    ap.add_argument("wasm")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=10)
+    args = ap.parse_args(argv)
+    with WasmModel(args.wasm, threads=args.threads) as m:
+        x = seeded_inputs(m.inputs, 0)
+        med, times = _median_ms(lambda: m.run(x), args.runs)
+    print(f"{args.wasm}, {args.threads} thread(s): median {med:.1f} ms, min {min(times):.1f} ms, "
+          f"runs {' '.join(f'{t:.0f}' for t in times)}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

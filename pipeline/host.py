@@ -83,9 +83,10 @@ class WasmModel:
         """``aot_cache``: a folder of ours where the module compiled by wasmtime is kept
         (``Module.serialize``), keyed by the module's sha256 and the wasmtime version, so the
         next start skips compiling. Only ever point it at a folder this project writes:
-        deserializing trusts the file. It needs the default engine: wasmtime accepts code
-        compiled under another configuration (e.g. another Cranelift level) without a word,
-        and a Config cannot be read back to put it in the key.
+        deserializing trusts the file. It needs an engine this class makes (the default one,
+        or for the threads variant the default plus threads and shared memory, named in the
+        key): wasmtime accepts code compiled under another configuration (e.g. another
+        Cranelift level) without a word, and a Config cannot be read back to put it in the key.
 
         ``threads``: how many threads run the model, the caller's included. More than one
         needs the threads variant (a module importing a shared ``env.memory``); call

@@ -292,12 +292,30 @@ def focus_tasks(cost: dict[str, float], k: int) -> list[str]:
     return sorted(cost, key=lambda name: -cost[name])[:k]
 
 
+def merge_into_log(scratch, log_dir: str) -> int:
+    """Append a scratch database's records to the log (workloads re-indexed); returns how many."""
+    from tvm.s_tir import meta_schedule as ms
+
+    log = ms.database.JSONDatabase(path_workload=os.path.join(log_dir, "database_workload.json"),
+                                   path_tuning_record=os.path.join(log_dir, "database_tuning_record.json"))
+    n = 0
+    for rec in scratch.get_all_tuning_records():
+        wl = log.commit_workload(rec.workload.mod)
+        log.commit_tuning_record(ms.database.TuningRecord(rec.trace, wl, rec.run_secs, rec.target, rec.args_info))
+        n += 1
+    return n
+
+
 def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: str, trials: int,
-        clang, wasm_ld, trials_per_iter: int = 16, seed: int = 0, focus: int = 0) -> dict:
+        clang, wasm_ld, trials_per_iter: int = 16, seed: int = 0, focus: int = 0, fresh: bool = False) -> dict:
     """``focus`` > 0: tune only the ``focus`` tasks that cost the model the most time
     (latency in the log times occurrences), giving each an equal share of the budget, instead
     of MetaSchedule's gradient scheduler over every task (which favours kernels the model
-    runs often and can leave a slow kernel it runs once with a few dozen trials)."""
+    runs often and can leave a slow kernel it runs once with a few dozen trials).
+
+    ``fresh``: search from scratch instead of from the log's best schedules (the evolutionary
+    search otherwise starts from them, and can stay near them), in a scratch database whose
+    records are added to the log at the end; the build keeps the best record per kernel."""
     from tvm.s_tir import meta_schedule as ms
 
     if repair_log(log_dir):
@@ -325,8 +343,13 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
     # the task scheduler gives every task one batch before it looks at gradients: a small
     # budget must still reach every task
     trials_per_iter = max(2, min(trials_per_iter, budget // max(len(tasks), 1)))
-    db = ms.database.JSONDatabase(path_workload=os.path.join(log_dir, "database_workload.json"),
-                                  path_tuning_record=os.path.join(log_dir, "database_tuning_record.json"))
+    db_dir = log_dir
+    if fresh:
+        db_dir = os.path.join(work_dir, "fresh")
+        shutil.rmtree(db_dir, ignore_errors=True)
+        os.makedirs(db_dir)
+    db = ms.database.JSONDatabase(path_workload=os.path.join(db_dir, "database_workload.json"),
+                                  path_tuning_record=os.path.join(db_dir, "database_tuning_record.json"))
     progress, state = make_progress([t.task_name for t in tasks], budget, already)
     callbacks = ms.measure_callback.MeasureCallback.create("default") + [progress]
     print(f"tune: {len(tasks)} tasks, {budget} trials to go ({already} already in {log_dir})",
@@ -337,6 +360,8 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
                   builder=make_builder(os.path.join(work_dir, "candidates"), clang, wasm_ld),
                   runner=make_runner(Measurer()), database=db, cost_model="xgb",
                   measure_callbacks=callbacks, task_scheduler=scheduler)
+    if fresh:
+        merge_into_log(db, log_dir)
     return {"tasks": len(tasks), "trials": state["done"], "records": count_records(log_dir),
             "seconds": round(time.perf_counter() - t0, 1),
             "best_ms": {k: round(v * 1e3, 4) for k, v in sorted(state["best"].items())}}

@@ -73,3 +73,16 @@ def test_wasmtime_py_issue_318_is_still_open():
         wasmtime.Linker(engine).define(store, "env", "memory",
                                        wasmtime.SharedMemory(engine, wasmtime.MemoryType(limits, shared=True)))
     wasmtime.Linker(engine).define(store, "env", "memory", shared_memory(engine, limits))   # ours works
+
+
+def test_bench_cli_times_a_module_on_threads(modules):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    _, mt = modules
+    res = subprocess.run([sys.executable, "-m", "pipeline.bench", mt, "--threads", "2", "--runs", "3"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "2 thread(s): median " in res.stdout and len(res.stdout.split("runs ")[1].split()) == 3

@@ -50,6 +50,14 @@ def test_tune_writes_a_log_the_build_applies_and_that_resumes(doit, tmp_path):
     grew = [w for w, n in per_workload().items() if n > before.get(w, 0)]
     assert len(grew) == 1, (before, per_workload())
 
+    # --fresh: searched from scratch in a scratch database, whose records join the log at the end
+    n = sum(per_workload().values())
+    doit("tune:tiny", "--trials", str(n + 4), "--focus", "1", "--fresh")
+    assert sum(per_workload().values()) > n
+    doit("build:tiny")
+    assert tuned_info(doit)["records"] == sum(per_workload().values())
+    assert json.load(open(doit.path("tiny", "report.json")))["passed"] is True
+
 
 def test_focus_picks_the_costliest_tasks_untuned_first():
     from math import inf
