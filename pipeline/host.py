@@ -35,7 +35,7 @@ WORKER_ATTACH_TIMEOUT_S = 30.0
 
 
 def shared_memory_import(imports: list[dict]) -> bool:
-    return any((i["module"], i["name"], i["kind"]) == ("env", "memory", "memory") for i in imports)
+    return any(wasmbin.is_shared_memory(i) for i in imports)
 
 
 def threads_engine():

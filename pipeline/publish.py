@@ -129,12 +129,12 @@ def run(model: str, version: str, wasm: str, report_path: str, source_sha: str, 
     files = {wasm_name: module}
     if wasm_threads:
         report_t = _validated(wasm_threads, report_threads_path, "threads variant")
+        name_t = f"{model}.threads.wasm"
         with open(wasm_threads, "rb") as f:
-            files[f"{model}.threads.wasm"] = f.read()
+            files[name_t] = module_t = f.read()
         man["variants"] = {"threads": {
-            "file": f"{model}.threads.wasm", "sha256": cache.digest_bytes(files[f"{model}.threads.wasm"]),
-            "bytes": len(files[f"{model}.threads.wasm"]), "validated_with_threads": report_t["threads"],
-            "features": wasmbin.target_features(files[f"{model}.threads.wasm"]),
+            "file": name_t, "sha256": cache.digest_bytes(module_t), "bytes": len(module_t),
+            "validated_with_threads": report_t["threads"], "features": wasmbin.target_features(module_t),
             "validation": _validation_summary(report_t)}}
     files["manifest.json"] = (json.dumps(man, indent=2, sort_keys=True) + "\n").encode()
     # the static library for relinking (pipeline/staticlib.py): lib<model>.a and its headers

@@ -162,8 +162,12 @@ def metadata(data: bytes) -> dict:
     return json.loads(payload.decode("utf-8"))
 
 
+def is_shared_memory(imp: dict) -> bool:
+    """The memory import of the threads variant (``env.memory``, shared by every instance)."""
+    return (imp["module"], imp["name"], imp["kind"]) == ("env", "memory", "memory")
+
+
 def allowed_import(imp: dict, threads: bool) -> bool:
     """What a wasmforge module may import: WASI, and for the threads variant the shared
     memory every instance (one per thread) is given."""
-    return imp["module"] == "wasi_snapshot_preview1" or (
-        threads and (imp["module"], imp["name"], imp["kind"]) == ("env", "memory", "memory"))
+    return imp["module"] == "wasi_snapshot_preview1" or (threads and is_shared_memory(imp))
