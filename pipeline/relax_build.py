@@ -1,7 +1,8 @@
 """Stage 2, relax_build (the design's "relay build"): Relax IRModule -> lowered IRModule for the wasm32 target.
 
 The passes are TVM's CPU pipeline (``tvm/relax/backend/cpu_generic/pipeline.py``) as named
-phases, with one phase of ours: when the model has a tuning log (a MetaSchedule database
+phases, with two of ours: convolutions take a blocked NCHW[b]c layout with weights re-laid at
+build time (``conv_layout.py``; ``conv_block=0`` in a model's declaration keeps NCHW), and when the model has a tuning log (a MetaSchedule database
 directory), its schedules are applied right after fusion; tasks without records keep the
 default schedules. The names of every pass are part of the stage key.
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from pipeline import cache
+from pipeline import cache, conv_layout
 from pipeline.errors import StageError
 
 STAGE = "relax_build"
@@ -23,6 +24,7 @@ TUNING_FILES = ("database_workload.json", "database_tuning_record.json")
 @dataclass(frozen=True)
 class BuildParams:
     mattr: tuple[str, ...] = ("+simd128",)
+    conv_block: int = 16      # NCHW[b]c convolutions (conv_layout.py); 0 keeps NCHW
 
     def target_dict(self) -> dict:
         return {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm", "mattr": list(self.mattr)}
@@ -52,15 +54,18 @@ def library_dispatch_passes(tgt):
     return [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan()]
 
 
-def legalize_passes(tgt):
+def legalize_passes(tgt, conv_block: int):
     from tvm import relax
 
     t = relax.transform
     # DecomposeOpsForInference turns batch_norm into elementwise arithmetic on constants:
     # FoldConstant folds it and FuseOps fuses what is left into the convolution before it
-    # (CanonicalizeBindings removes the tuple batch_norm returned, which would stop fusion)
-    return [t.DecomposeOpsForInference(), t.CanonicalizeBindings(), t.LegalizeOps(), t.AnnotateTIROpPattern(), t.FoldConstant(),
-            t.FuseOps(), t.FuseTIR()]
+    # (CanonicalizeBindings removes the tuple batch_norm returned, which would stop fusion).
+    # The blocked layout comes after, so the arithmetic is re-laid with the convolutions;
+    # FoldConstant re-lays the weights at build time.
+    return ([t.DecomposeOpsForInference(), t.CanonicalizeBindings()] + conv_layout.passes(conv_block)
+            + [t.LegalizeOps({conv_layout.OP: conv_layout.legalize_conv2d}), t.AnnotateTIROpPattern(),
+               t.FoldConstant(), t.FuseOps(), t.FuseTIR()])
 
 
 def tuning_passes(tgt, has_log: bool):
@@ -84,9 +89,9 @@ def finalize_passes(tgt):
             t.LowerRuntimeBuiltin(), t.ComputePrimValue(), t.VMShapeLower(), t.AttachGlobalSymbol()]
 
 
-def fusion_passes(tgt) -> list:
+def fusion_passes(tgt, conv_block: int) -> list:
     """Up to fusion: the module whose kernels are the tuning tasks."""
-    return library_dispatch_passes(tgt) + legalize_passes(tgt)
+    return library_dispatch_passes(tgt) + legalize_passes(tgt, conv_block)
 
 
 def lowering_passes(tgt) -> list:
@@ -94,15 +99,18 @@ def lowering_passes(tgt) -> list:
     return dataflow_lower_passes(tgt) + finalize_passes(tgt)
 
 
-def passes(tgt, has_log: bool) -> list:
-    return fusion_passes(tgt) + tuning_passes(tgt, has_log) + lowering_passes(tgt)
+def passes(tgt, has_log: bool, conv_block: int = BuildParams.conv_block) -> list:
+    return fusion_passes(tgt, conv_block) + tuning_passes(tgt, has_log) + lowering_passes(tgt)
 
 
-PASS_NAMES = ["DispatchSampling", "DispatchSortScan", "DecomposeOpsForInference", "CanonicalizeBindings", "LegalizeOps", "AnnotateTIROpPattern",
-              "FoldConstant", "FuseOps", "FuseTIR", "[MetaScheduleApplyDatabase]",
-              "RewriteDataflowReshape", "ToNonDataflow", "RemovePurityChecking", "CallTIRRewrite",
-              "StaticPlanBlockMemory", "LowerAllocTensor", "KillAfterLastUse",
-              "LowerRuntimeBuiltin", "ComputePrimValue", "VMShapeLower", "AttachGlobalSymbol"]
+def pass_names(p: BuildParams) -> list[str]:
+    """What ``passes`` runs, by name: part of the stage key."""
+    return (["DispatchSampling", "DispatchSortScan", "DecomposeOpsForInference", "CanonicalizeBindings"]
+            + conv_layout.pass_names(p.conv_block)
+            + ["LegalizeOps(conv_layout.legalize_conv2d)", "AnnotateTIROpPattern", "FoldConstant", "FuseOps", "FuseTIR",
+               "[MetaScheduleApplyDatabase]", "RewriteDataflowReshape", "ToNonDataflow", "RemovePurityChecking",
+               "CallTIRRewrite", "StaticPlanBlockMemory", "LowerAllocTensor", "KillAfterLastUse",
+               "LowerRuntimeBuiltin", "ComputePrimValue", "VMShapeLower", "AttachGlobalSymbol"])
 
 
 # the target attributes a tuning record must share with this build to be applied
@@ -173,7 +181,7 @@ def run(module_json: str, log_dir: str, p: BuildParams, out: str) -> dict:
     tuning = None
     try:
         with tgt:
-            mod = tvm.transform.Sequential(fusion_passes(tgt))(mod)
+            mod = tvm.transform.Sequential(fusion_passes(tgt, p.conv_block))(mod)
             if logs:
                 db, tuning = load_tuning_log(logs, tgt, mod)
                 with db, tvm.transform.PassContext(opt_level=3):

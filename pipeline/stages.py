@@ -36,7 +36,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 CODE = {
     "materialize": ["materialize.py"],
     "import": ["importer.py"],
-    "relax_build": ["relax_build.py"],
+    "relax_build": ["relax_build.py", "conv_layout.py"],
     "emit": ["emit.py", "relax_build.py"],
     "executor": ["executor.py"],
     "link": ["link.py", "wasmbin.py", "stages.py"],   # stages.py: the metadata() it embeds
@@ -134,7 +134,7 @@ def params(m: Model) -> dict:
     return {"materialize": materialize.MaterializeParams(m.source.name, m.source.seed)
             if isinstance(m.source, Zoo) else None,
             "import": importer.ImportParams(inputs=m.inputs),
-            "relax_build": relax_build.BuildParams(mattr=m.mattr),
+            "relax_build": relax_build.BuildParams(mattr=m.mattr, conv_block=m.conv_block),
             "link": link.LinkParams(),
             "link_threads": link.LinkParams(threads=True),
             "opt": opt.OptParams(level=m.opt_level)}
@@ -171,7 +171,7 @@ def graph(m: Model) -> list[Stage]:
         mk("import", {"source": p.source}, imported,
            {"params": asdict(pr["import"]), "tools": tvm + _py("onnx")}),
         mk("relax_build", {"import/model.json": imported["import/model.json"], **tuning}, lowered,
-           {"params": asdict(pr["relax_build"]), "passes": relax_build.PASS_NAMES, "tools": tvm}),
+           {"params": asdict(pr["relax_build"]), "passes": relax_build.pass_names(pr["relax_build"]), "tools": tvm}),
         mk("emit", dict(lowered), outs("emit", "kernels.o"),
            {"params": asdict(pr["relax_build"]), "tools": tvm}),
         mk("executor", {**lowered, "import/io.json": imported["import/io.json"]}, ex_files,

@@ -1,0 +1,123 @@
+"""The blocked convolution layout (pipeline/conv_layout.py): its kernel against numpy, and a
+model mixing convolutions that take the layout and convolutions that cannot, built through
+the real graph and validated against onnxruntime."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline import conv_layout
+
+
+@pytest.mark.parametrize("in_ch, out_ch, groups, block, ok", [
+    (64, 128, 1, 16, True), (3, 64, 1, 16, False), (64, 24, 1, 16, False),
+    (64, 64, 2, 16, False), (64, 64, 1, 0, False), (24, 24, 1, 8, True)])
+def test_blockable(in_ch, out_ch, groups, block, ok):
+    assert conv_layout.blockable(in_ch, out_ch, groups, block) is ok
+
+
+def reference_conv(x, w, stride, pads, dilation):
+    """NCHW x OIHW, written out with numpy: the definition, not a library."""
+    (sh, sw), (pt, pl, pb, pr), (dh, dw) = stride, pads, dilation
+    x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    oh, ow = (h - (kh - 1) * dh - 1) // sh + 1, (wd - (kw - 1) * dw - 1) // sw + 1
+    out = np.zeros((n, o, oh, ow), np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            patch = x[:, :, i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw]
+            out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
+    return out
+
+
+@pytest.mark.parametrize("stride, pads, dilation", [((1, 1), (1, 1, 1, 1), (1, 1)),
+                                                     ((2, 2), (0, 1, 2, 0), (1, 1)),
+                                                     ((1, 2), (2, 2, 2, 2), (2, 2))])
+def test_blocked_kernel_matches_the_definition(stride, pads, dilation):
+    import tvm
+    from tvm import te
+
+    b, c, o, h = 4, 8, 12, 9
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, c, h, h)).astype(np.float32)
+    w = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
+    xb = x.reshape(1, c // b, b, h, h).transpose(0, 1, 3, 4, 2).copy()        # NCHW4c
+    wb = w.reshape(o // b, b, c // b, b, 3, 3).transpose(0, 2, 4, 5, 3, 1).copy()   # OIHW4i4o
+    data = te.placeholder(xb.shape, name="data")
+    kernel = te.placeholder(wb.shape, name="kernel")
+    out = conv_layout.conv2d_nchwc(data, kernel, stride, pads, dilation)
+    f = tvm.compile(te.create_prim_func([data, kernel, out]), target="llvm")
+    got = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], np.float32))
+    f(tvm.runtime.tensor(xb), tvm.runtime.tensor(wb), got)
+    want = reference_conv(x, w, stride, pads, dilation)
+    n, oc, oh, ow = want.shape
+    got = got.numpy().transpose(0, 1, 4, 2, 3).reshape(n, oc, oh, ow)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def make_mixed_onnx(path):
+    """stem 3->16 (cannot block), 16->32 stride 2 + BN + ReLU, 1x1 32->32 + residual, a
+    grouped conv and a 32->24 conv (cannot block), global pool, gemm, softmax."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+
+    def w(name, *shape, scale=None):
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        return numpy_helper.from_array(rng.normal(0, scale or (2 / fan_in) ** 0.5, shape).astype(np.float32), name)
+
+    inits = [w("W0", 16, 3, 3, 3), w("W1", 32, 16, 3, 3), w("W2", 32, 32, 1, 1), w("W3", 32, 16, 3, 3),
+             w("W4", 24, 32, 3, 3), w("G", 10, 24), w("C", 10, scale=0.1),
+             numpy_helper.from_array(rng.uniform(0.5, 1.5, 32).astype(np.float32), "bn_s"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 32).astype(np.float32), "bn_b"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 32).astype(np.float32), "bn_m"),
+             numpy_helper.from_array(rng.uniform(0.5, 1.5, 32).astype(np.float32), "bn_v")]
+    nodes = [
+        helper.make_node("Conv", ["x", "W0"], ["c0"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "W1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["b1"]),
+        helper.make_node("Relu", ["b1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "W2"], ["c2"]),
+        helper.make_node("Add", ["c2", "r1"], ["a2"]),
+        helper.make_node("Relu", ["a2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "W3"], ["c3"], pads=[2, 2, 2, 2], group=2, dilations=[2, 2]),
+        helper.make_node("Conv", ["c3", "W4"], ["c4"], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c4"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "G", "C"], ["l"], transB=1),
+        helper.make_node("Softmax", ["l"], ["y"], axis=1),
+    ]
+    graph = helper.make_graph(nodes, "mixed", [helper.make_tensor_value_info("x", T.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_blocked_and_plain_convolutions_validate_against_onnxruntime(doit, tmp_path):
+    make_mixed_onnx(tmp_path / "decls" / "mixed.onnx")
+    doit.declare("mixed.toml", 'name = "mixed"\nonnx = "mixed.onnx"\n')
+    doit.declare("flat.toml", 'name = "flat"\nonnx = "mixed.onnx"\nconv_block = 0\n')
+    doit("build:mixed", "build:flat")
+
+    def kernels(name):
+        return json.load(open(doit.path(name, "executor", "plan.json")))["kernels"]
+
+    blocked = [k for k in kernels("mixed") if "conv2d_NCHWc" in k]
+    plain = [k for k in kernels("mixed") if "conv2d" in k and "NCHWc" not in k]
+    assert len(blocked) == 2 and len(plain) == 3, kernels("mixed")   # the stride-2 and the 1x1 convs
+    assert not any("NCHWc" in k for k in kernels("flat"))
+    for name in ("mixed", "flat"):
+        report = json.load(open(doit.path(name, "report.json")))
+        assert report["passed"] is True, report
+        assert all(r["outputs"]["y"]["top1_equal"] for r in report["inputs"])
+    # the weights were re-laid at build time, not stored twice: both builds carry the same bytes
+    sizes = [json.load(open(doit.path(n, "executor", "plan.json")))["weights_bytes"] for n in ("mixed", "flat")]
+    assert sizes[0] == sizes[1], sizes
