@@ -1,10 +1,11 @@
 """Stage 2, relax_build (the design's "relay build"): Relax IRModule -> lowered IRModule for the wasm32 target.
 
 The passes are TVM's CPU pipeline (``tvm/relax/backend/cpu_generic/pipeline.py``) as named
-phases, with two of ours: convolutions take a blocked NCHW[b]c layout with weights re-laid at
-build time (``conv_layout.py``; ``conv_block=0`` in a model's declaration keeps NCHW), and when the model has a tuning log (a MetaSchedule database
-directory), its schedules are applied right after fusion; tasks without records keep the
-default schedules. The names of every pass are part of the stage key.
+phases, with two of ours: convolutions take a blocked NCHW[b]c layout with weights re-laid
+at build time (``conv_layout.py``; ``conv_block=0`` in a model's declaration keeps NCHW),
+and when the model has a tuning log (a MetaSchedule database directory), its schedules are
+applied right after fusion; tasks without records keep the default schedules. The names
+of every pass are part of the stage key.
 
 Output: ``lowered.json``: Relax ``main`` lowered to VM builtins and kernel calls, plus the
 kernels as TIR PrimFuncs; the emit and executor stages read it.

@@ -75,33 +75,35 @@ def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str,
         data = f.read()
     imports = wasmbin.imports(data)
     non_wasi = [f"{i['module']}.{i['name']}" for i in imports if not wasmbin.allowed_import(i, threads > 1)]
-    model = WasmModel(wasm, threads=threads)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
     reference = WasmModel(same_as) if same_as else None
+    model = WasmModel(wasm, threads=threads)
     results = []
-    for seed in seeds:
-        feeds = seeded_inputs(model.inputs, seed)
-        t = time.perf_counter()
-        got = model.run(feeds)
-        wasm_ms = (time.perf_counter() - t) * 1e3
-        ref = sess.run([o["name"] for o in model.outputs], feeds)
-        per_out = {o["name"]: compare(g, r, tol) for o, g, r in zip(model.outputs, got, ref)}
-        if reference is not None:
-            for o, g, want in zip(model.outputs, got, reference.run(feeds)):
-                same = bool(np.array_equal(g, want, equal_nan=True))
-                per_out[o["name"]]["identical_to_" + os.path.basename(same_as)] = same
-                per_out[o["name"]]["passed"] = per_out[o["name"]]["passed"] and same
-        results.append({"seed": seed, "wasm_ms": round(wasm_ms, 2), "outputs": per_out,
-                        "passed": all(v["passed"] for v in per_out.values())})
+    try:
+        for seed in seeds:
+            feeds = seeded_inputs(model.inputs, seed)
+            t = time.perf_counter()
+            got = model.run(feeds)
+            wasm_ms = (time.perf_counter() - t) * 1e3
+            ref = sess.run([o["name"] for o in model.outputs], feeds)
+            per_out = {o["name"]: compare(g, r, tol) for o, g, r in zip(model.outputs, got, ref)}
+            if reference is not None:
+                for o, g, want in zip(model.outputs, got, reference.run(feeds)):
+                    same = bool(np.array_equal(g, want, equal_nan=True))
+                    per_out[o["name"]]["identical_to_" + os.path.basename(same_as)] = same
+                    per_out[o["name"]]["passed"] = per_out[o["name"]]["passed"] and same
+            results.append({"seed": seed, "wasm_ms": round(wasm_ms, 2), "outputs": per_out,
+                            "passed": all(v["passed"] for v in per_out.values())})
+    finally:   # a threads model's workers stop here, also when a run fails
+        model.close()
     passed = not non_wasi and all(r["passed"] for r in results)
     times = {}
     for stage, path in stage_files.items():
         if os.path.isfile(path):
             times[stage] = cache.read_json(path).get("seconds")
     times["validate"] = round(time.perf_counter() - t0, 3)
-    model.close()
     report = {"model": model.metadata.get("model"), "passed": passed, "threads": threads,
               "tolerance": {**asdict(tol), "rule": "|wasm - ort| <= atol + rtol * max|ort| per output; "
                                                    "top-1 identical; top-5 overlap >= min_top5"},
