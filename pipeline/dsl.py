@@ -77,6 +77,7 @@ class Model:
     tolerance: Tolerance = field(default_factory=Tolerance)
     mattr: tuple[str, ...] = ("+simd128",)
     conv_block: int = 16                  # NCHW[b]c convolutions, weights pre-packed; 0: NCHW
+    winograd: bool = True                 # F(4x4, 3x3) for 3x3 stride-1 convolutions
     opt_level: str = "-O3"
     tuning_log: str = ""                  # MetaSchedule database folder (absolute)
     tune_trials: int = 1000               # `doit tune:<name>` budget (--trials overrides)
@@ -108,7 +109,8 @@ def _shown(path: str) -> str:
 def model(name: str, onnx: str | None = None, source: Zoo | None = None, *,
           inputs: dict[str, tuple[int, ...]] | None = None, seeds=(1, 2, 3),
           tolerance: Tolerance | None = None, mattr=("+simd128",), conv_block: int = 16,
-          opt_level: str = "-O3", tuning_log: str = "", tune_trials: int = 1000, version: str = "0.1.0",
+          winograd: bool = True, opt_level: str = "-O3", tuning_log: str = "", tune_trials: int = 1000,
+          version: str = "0.1.0",
           declared_in: str | None = None) -> Model:
     """Declare a model. Give exactly one of ``onnx`` (a path, absolute or relative to the
     declaring file's folder) and ``source=zoo(...)``."""
@@ -139,6 +141,8 @@ def model(name: str, onnx: str | None = None, source: Zoo | None = None, *,
         raise bad("seeds must be a non-empty list of distinct integers")
     if not isinstance(conv_block, int) or isinstance(conv_block, bool) or conv_block < 0 or conv_block > 64:
         raise bad(f"conv_block must be 0 (NCHW convolutions) or a channel block from 1 to 64, got {conv_block!r}")
+    if not isinstance(winograd, bool):
+        raise bad(f"winograd must be true or false, got {winograd!r}")
     if opt_level not in ("-O0", "-O1", "-O2", "-O3", "-O4", "-Os", "-Oz"):
         raise bad(f"opt_level {opt_level!r} is not a wasm-opt level (-O0..-O4, -Os, -Oz)")
     if not isinstance(tune_trials, int) or tune_trials < 0:
@@ -149,7 +153,8 @@ def model(name: str, onnx: str | None = None, source: Zoo | None = None, *,
         raise bad(f"already declared in {REGISTRY[name].declared_in}")
     m = Model(name=name, source=src, declared_in=where, inputs=tuple(sorted(shapes)),
               seeds=tuple(int(s) for s in seeds), tolerance=tolerance or Tolerance(),
-              mattr=tuple(mattr), conv_block=conv_block, opt_level=opt_level, tune_trials=tune_trials, version=version,
+              mattr=tuple(mattr), conv_block=conv_block, winograd=winograd, opt_level=opt_level,
+              tune_trials=tune_trials, version=version,
               # the tuning log lives next to the declaration: <folder>/<name>.tuning/
               tuning_log=os.path.normpath(os.path.join(os.path.dirname(decl_file),
                                                        tuning_log or f"{name}.tuning")))
@@ -166,7 +171,7 @@ def model_from_toml(path: str) -> Model:
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise DeclarationError(f"{rel}: cannot read model declaration: {e}") from e
     known = {"name", "onnx", "zoo", "seed", "inputs", "seeds", "tolerance", "mattr", "conv_block",
-             "opt_level", "tuning_log", "tune_trials", "version"}
+             "winograd", "opt_level", "tuning_log", "tune_trials", "version"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise DeclarationError(f"{rel}: unknown keys {unknown}; known: {sorted(known)}")
@@ -178,6 +183,7 @@ def model_from_toml(path: str) -> Model:
     return model(data["name"], onnx=onnx, source=source, inputs=data.get("inputs"),
                  seeds=tuple(data.get("seeds", (1, 2, 3))), tolerance=tol,
                  mattr=tuple(data.get("mattr", ("+simd128",))), conv_block=data.get("conv_block", 16),
+                 winograd=data.get("winograd", True),
                  opt_level=data.get("opt_level", "-O3"), tuning_log=data.get("tuning_log", ""),
                  tune_trials=data.get("tune_trials", 1000), version=data.get("version", "0.1.0"),
                  declared_in=os.path.abspath(path))

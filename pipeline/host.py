@@ -151,9 +151,10 @@ class WasmModel:
         if ex["wasmforge_threads_prepare"](self.store, n) != 0:
             raise ModelRuntimeError(f"{self.path}: wasmforge_threads_prepare({n}): {self.last_error()}")
         for wid in range(1, n + 1):
-            stack = ex["wasmforge_worker_stack"](self.store, wid)
+            stack = self._worker_stack(ex, wid)
 
             def serve(wid=wid, stack=stack):
+                store = instance = None
                 try:
                     # its own instance: a Store is not to be shared between threads; never
                     # _initialize it, the constructors ran once, in the first instance
@@ -161,6 +162,8 @@ class WasmModel:
                     instance.exports(store)["wasmforge_worker"](store, wid, stack)
                 except BaseException as e:   # reported by the thread that waits for it
                     self._worker_errors.append(e)
+                    if instance is not None:   # a trap mid-task: release the launching thread
+                        instance.exports(store)["wasmforge_threads_worker_died"](store)
 
             t = threading.Thread(target=serve, name=f"wasmforge-worker-{wid}", daemon=True)
             t.start()
@@ -173,6 +176,14 @@ class WasmModel:
                 why = self._worker_errors[0] if self._worker_errors else f"timed out after {WORKER_ATTACH_TIMEOUT_S} s"
                 raise ModelRuntimeError(f"{self.path}: starting {n} worker threads failed: {why}")
             time.sleep(0.001)
+
+    def _check_workers(self) -> None:
+        if self._worker_errors:
+            raise ModelRuntimeError(f"{self.path}: a worker thread failed, so this model instance cannot run "
+                                    f"again (open a new one): {self._worker_errors[0]}")
+
+    def _worker_stack(self, ex, wid: int) -> int:
+        return ex["wasmforge_worker_stack"](self.store, wid)
 
     @property
     def worker_tasks(self) -> int:
@@ -267,11 +278,13 @@ class WasmModel:
     def run(self, inputs) -> list[np.ndarray]:
         """Run one inference; returns the outputs in the module's order."""
         arrays = self._check(inputs)
+        self._check_workers()
         base = self._base()
         for a, (ptr, size) in zip(arrays, self._in):
             ctypes.memmove(base + ptr, a.ctypes.data, size)
         rc = self._fn["wasmforge_run"](self.store)
         if rc != 0:
+            self._check_workers()
             raise ModelRuntimeError(f"{self.path}: wasmforge_run returned {rc}: {self.last_error()}")
         base = self._base()   # memory may have grown (and moved) during the run
         outs = []

@@ -32,7 +32,8 @@ EXPORTS = ("wasmforge_run", "wasmforge_num_inputs", "wasmforge_num_outputs", "wa
 
 
 THREADS_EXPORTS = ("wasmforge_threads_prepare", "wasmforge_worker_stack", "wasmforge_worker",
-                   "wasmforge_threads_attached", "wasmforge_threads_stop", "wasmforge_threads_tasks")
+                   "wasmforge_threads_attached", "wasmforge_threads_stop", "wasmforge_threads_tasks",
+                   "wasmforge_threads_worker_died")
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """Stage 2, relax_build (the design's "relay build"): Relax IRModule -> lowered IRModule for the wasm32 target.
 
 The passes are TVM's CPU pipeline (``tvm/relax/backend/cpu_generic/pipeline.py``) as named
-phases, with two of ours: convolutions take a blocked NCHW[b]c layout with weights re-laid
-at build time (``conv_layout.py``; ``conv_block=0`` in a model's declaration keeps NCHW),
-and when the model has a tuning log (a MetaSchedule database directory), its schedules are
-applied right after fusion; tasks without records keep the default schedules. The names
-of every pass are part of the stage key.
+phases, with two of ours: convolutions take a blocked NCHW[b]c layout, or Winograd for 3x3,
+with weights re-laid or transformed at build time (``conv_lowering.py``; a model's
+declaration can turn either off), and when the model has a tuning log (a MetaSchedule
+database directory), its schedules are applied right after fusion; tasks without records
+keep the default schedules. The names of every pass are part of the stage key.
 
 Output: ``lowered.json``: Relax ``main`` lowered to VM builtins and kernel calls, plus the
 kernels as TIR PrimFuncs; the emit and executor stages read it.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from pipeline import cache, conv_layout
+from pipeline import cache, conv_lowering
 from pipeline.errors import StageError
 
 STAGE = "relax_build"
@@ -25,7 +25,8 @@ TUNING_FILES = ("database_workload.json", "database_tuning_record.json")
 @dataclass(frozen=True)
 class BuildParams:
     mattr: tuple[str, ...] = ("+simd128",)
-    conv_block: int = 16      # NCHW[b]c convolutions (conv_layout.py); 0 keeps NCHW
+    conv_block: int = 16      # NCHW[b]c convolutions (conv_lowering.py); 0 keeps NCHW
+    winograd: bool = True     # F(4x4, 3x3) for 3x3 stride-1 convolutions (conv_lowering.py)
 
     def target_dict(self) -> dict:
         return {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm", "mattr": list(self.mattr)}
@@ -55,7 +56,7 @@ def library_dispatch_passes(tgt):
     return [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan()]
 
 
-def legalize_passes(tgt, conv_block: int):
+def legalize_passes(tgt, p: BuildParams):
     from tvm import relax
 
     t = relax.transform
@@ -64,8 +65,8 @@ def legalize_passes(tgt, conv_block: int):
     # (CanonicalizeBindings removes the tuple batch_norm returned, which would stop fusion).
     # The blocked layout comes after, so the arithmetic is re-laid with the convolutions;
     # FoldConstant re-lays the weights at build time.
-    return ([t.DecomposeOpsForInference(), t.CanonicalizeBindings()] + conv_layout.passes(conv_block)
-            + [t.LegalizeOps({conv_layout.OP: conv_layout.legalize_conv2d}), t.AnnotateTIROpPattern(),
+    return ([t.DecomposeOpsForInference(), t.CanonicalizeBindings()] + conv_lowering.passes(p.conv_block, p.winograd)
+            + [t.LegalizeOps({conv_lowering.OP: conv_lowering.legalizer(p.winograd)}), t.AnnotateTIROpPattern(),
                t.FoldConstant(), t.FuseOps(), t.FuseTIR()])
 
 
@@ -90,9 +91,9 @@ def finalize_passes(tgt):
             t.LowerRuntimeBuiltin(), t.ComputePrimValue(), t.VMShapeLower(), t.AttachGlobalSymbol()]
 
 
-def fusion_passes(tgt, conv_block: int) -> list:
+def fusion_passes(tgt, p: BuildParams) -> list:
     """Up to fusion: the module whose kernels are the tuning tasks."""
-    return library_dispatch_passes(tgt) + legalize_passes(tgt, conv_block)
+    return library_dispatch_passes(tgt) + legalize_passes(tgt, p)
 
 
 def lowering_passes(tgt) -> list:
@@ -100,15 +101,15 @@ def lowering_passes(tgt) -> list:
     return dataflow_lower_passes(tgt) + finalize_passes(tgt)
 
 
-def passes(tgt, has_log: bool, conv_block: int = BuildParams.conv_block) -> list:
-    return fusion_passes(tgt, conv_block) + tuning_passes(tgt, has_log) + lowering_passes(tgt)
+def passes(tgt, has_log: bool, p: BuildParams = BuildParams()) -> list:
+    return fusion_passes(tgt, p) + tuning_passes(tgt, has_log) + lowering_passes(tgt)
 
 
 def pass_names(p: BuildParams) -> list[str]:
     """What ``passes`` runs, by name: part of the stage key."""
     return (["DispatchSampling", "DispatchSortScan", "DecomposeOpsForInference", "CanonicalizeBindings"]
-            + conv_layout.pass_names(p.conv_block)
-            + ["LegalizeOps(conv_layout.legalize_conv2d)", "AnnotateTIROpPattern", "FoldConstant", "FuseOps", "FuseTIR",
+            + conv_lowering.pass_names(p.conv_block, p.winograd)
+            + ["AnnotateTIROpPattern", "FoldConstant", "FuseOps", "FuseTIR",
                "[MetaScheduleApplyDatabase]", "RewriteDataflowReshape", "ToNonDataflow", "RemovePurityChecking",
                "CallTIRRewrite", "StaticPlanBlockMemory", "LowerAllocTensor", "KillAfterLastUse",
                "LowerRuntimeBuiltin", "ComputePrimValue", "VMShapeLower", "AttachGlobalSymbol"])
@@ -182,7 +183,7 @@ def run(module_json: str, log_dir: str, p: BuildParams, out: str) -> dict:
     tuning = None
     try:
         with tgt:
-            mod = tvm.transform.Sequential(fusion_passes(tgt, p.conv_block))(mod)
+            mod = tvm.transform.Sequential(fusion_passes(tgt, p))(mod)
             if logs:
                 db, tuning = load_tuning_log(logs, tgt, mod)
                 with db, tvm.transform.PassContext(opt_level=3):

@@ -36,7 +36,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 CODE = {
     "materialize": ["materialize.py"],
     "import": ["importer.py"],
-    "relax_build": ["relax_build.py", "conv_layout.py"],
+    "relax_build": ["relax_build.py", "conv_lowering.py"],
     "emit": ["emit.py", "relax_build.py"],
     "executor": ["executor.py"],
     "link": ["link.py", "wasmbin.py", "stages.py"],   # stages.py: the metadata() it embeds
@@ -134,7 +134,7 @@ def params(m: Model) -> dict:
     return {"materialize": materialize.MaterializeParams(m.source.name, m.source.seed)
             if isinstance(m.source, Zoo) else None,
             "import": importer.ImportParams(inputs=m.inputs),
-            "relax_build": relax_build.BuildParams(mattr=m.mattr, conv_block=m.conv_block),
+            "relax_build": relax_build.BuildParams(mattr=m.mattr, conv_block=m.conv_block, winograd=m.winograd),
             "link": link.LinkParams(),
             "link_threads": link.LinkParams(threads=True),
             "opt": opt.OptParams(level=m.opt_level)}

@@ -46,7 +46,7 @@ def fused_module(module_json: str, p: relax_build.BuildParams):
         mod = tvm.ir.load_json(f.read())
     tgt = relax_build.target(p)
     with tgt:
-        seq = tvm.transform.Sequential(relax_build.fusion_passes(tgt, p.conv_block))
+        seq = tvm.transform.Sequential(relax_build.fusion_passes(tgt, p))
         return seq(mod)
 
 

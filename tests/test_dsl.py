@@ -28,6 +28,7 @@ def test_python_declaration_resolves_paths_next_to_it(tmp_path):
     ({"name": "lvl", "onnx": "a.onnx", "opt_level": "-O9"}, "not a wasm-opt level"),
     ({"name": "blk", "onnx": "a.onnx", "conv_block": -4}, "conv_block must be 0"),
     ({"name": "blk", "onnx": "a.onnx", "conv_block": "16"}, "conv_block must be 0"),
+    ({"name": "wino", "onnx": "a.onnx", "winograd": "yes"}, "winograd must be true or false"),
 ])
 def test_bad_declarations_name_the_file(tmp_path, kwargs, msg):
     with pytest.raises(dsl.DeclarationError) as e:

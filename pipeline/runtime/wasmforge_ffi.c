@@ -260,6 +260,7 @@ static struct {
   atomic_uint barrier_count;
   atomic_uint barrier_generation;
   atomic_uint worker_tasks; /* parallel tasks the workers ran: proof the threads did work */
+  atomic_int dead;          /* a worker trapped: the pool, and this instance, are done */
   atomic_int next_task;
   FTVMParallelLambda fn;
   void* cdata;
@@ -312,6 +313,19 @@ void WF_EXPORT(wasmforge_threads_stop)(void) {
   wf_wake(&wf_pool.generation);
 }
 
+/* Host, from a worker's thread after its wasmforge_worker call trapped (a kernel bug, a
+ * stack overflow): that worker will never count `pending` down, so the launching thread
+ * must stop waiting for it. `pending` and the barrier generation change value, so a waiter
+ * that has not yet gone to sleep does not sleep either. */
+#define WF_DEAD_BIAS (1u << 24)
+void WF_EXPORT(wasmforge_threads_worker_died)(void) {
+  atomic_store(&wf_pool.dead, 1);
+  atomic_fetch_add(&wf_pool.pending, WF_DEAD_BIAS);
+  wf_wake(&wf_pool.pending);
+  atomic_fetch_add(&wf_pool.barrier_generation, 1);
+  wf_wake(&wf_pool.barrier_generation);
+}
+
 /* Run tasks of the current job until none is left; returns how many this thread ran. */
 static uint32_t wf_run_tasks(void) {
   uint32_t ran = 0;
@@ -361,7 +375,13 @@ __asm__(
     "  call wf_worker_main\n"
     "  end_function\n");
 
+static int wf_pool_dead(void) {
+  wf_set_error("a worker thread trapped during a parallel task; this instance of the model cannot run again");
+  return -1;
+}
+
 int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_task) {
+  if (atomic_load(&wf_pool.dead)) return wf_pool_dead();
   uint32_t workers = atomic_load(&wf_pool.attached);
   /* no workers, or a launch from inside a parallel task: run it here, as one task */
   if (workers == 0 || atomic_exchange(&wf_pool.busy, 1)) {
@@ -384,7 +404,10 @@ int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_ta
   wf_wake(&wf_pool.generation);
   wf_run_tasks();
   uint32_t left;
-  while ((left = atomic_load_explicit(&wf_pool.pending, memory_order_acquire)) != 0) wf_wait(&wf_pool.pending, left);
+  while ((left = atomic_load_explicit(&wf_pool.pending, memory_order_acquire)) != 0) {
+    if (atomic_load(&wf_pool.dead)) return wf_pool_dead(); /* busy stays set: no more launches */
+    wf_wait(&wf_pool.pending, left);
+  }
   atomic_store(&wf_pool.busy, 0);
   return atomic_load(&wf_pool.rc);
 }

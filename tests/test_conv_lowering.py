@@ -1,6 +1,6 @@
-"""The blocked convolution layout (pipeline/conv_layout.py): its kernel against numpy, and a
-model mixing convolutions that take the layout and convolutions that cannot, built through
-the real graph and validated against onnxruntime."""
+"""How convolutions are lowered (pipeline/conv_lowering.py): the blocked kernel and the
+Winograd weight transform against numpy, and a model mixing blocked, Winograd and plain
+convolutions built through the real graph and validated against onnxruntime."""
 from __future__ import annotations
 
 import json
@@ -8,14 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import conv_layout
+from pipeline import conv_lowering
 
 
 @pytest.mark.parametrize("in_ch, out_ch, groups, block, ok", [
     (64, 128, 1, 16, True), (3, 64, 1, 16, False), (64, 24, 1, 16, False),
     (64, 64, 2, 16, False), (64, 64, 1, 0, False), (24, 24, 1, 8, True)])
 def test_blockable(in_ch, out_ch, groups, block, ok):
-    assert conv_layout.blockable(in_ch, out_ch, groups, block) is ok
+    assert conv_lowering.blockable(in_ch, out_ch, groups, block) is ok
 
 
 def reference_conv(x, w, stride, pads, dilation):
@@ -48,7 +48,7 @@ def test_blocked_kernel_matches_the_definition(stride, pads, dilation):
     wb = w.reshape(o // b, b, c // b, b, 3, 3).transpose(0, 2, 4, 5, 3, 1).copy()   # OIHW4i4o
     data = te.placeholder(xb.shape, name="data")
     kernel = te.placeholder(wb.shape, name="kernel")
-    out = conv_layout.conv2d_nchwc(data, kernel, stride, pads, dilation)
+    out = conv_lowering.conv2d_nchwc(data, kernel, stride, pads, dilation)
     f = tvm.compile(te.create_prim_func([data, kernel, out]), target="llvm")
     got = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], np.float32))
     f(tvm.runtime.tensor(xb), tvm.runtime.tensor(wb), got)
@@ -58,9 +58,44 @@ def test_blocked_kernel_matches_the_definition(stride, pads, dilation):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("hw, pads", [(8, (1, 1, 1, 1)), (7, (1, 1, 1, 1)), (9, (0, 0, 0, 0))])
+def test_winograd_matches_the_definition(hw, pads):
+    """F(4x4, 3x3) with the weight transform as the build does it, on sizes that are and are
+    not whole tiles."""
+    import tvm
+    from tvm import te
+
+    c, o = 16, 20
+    rng = np.random.default_rng(hw)
+    x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
+    w = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
+    wp = te.placeholder(w.shape, name="w")
+    wt = conv_lowering.winograd_weight(wp)
+    f = tvm.compile(te.create_prim_func([wp, wt]), target="llvm")
+    wt_np = tvm.runtime.tensor(np.zeros([int(d) for d in wt.shape], np.float32))
+    f(tvm.runtime.tensor(w), wt_np)
+    data = te.placeholder(x.shape, name="data")
+    wtp = te.placeholder(wt_np.shape, name="wt")
+    out = conv_lowering.conv2d_winograd(data, wtp, (1, 1), pads, (1, 1))
+    g = tvm.compile(te.create_prim_func([data, wtp, out]), target="llvm")
+    got = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], np.float32))
+    g(tvm.runtime.tensor(x), wt_np, got)
+    want = reference_conv(x, w, (1, 1), pads, (1, 1))
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-3 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("kernel, strides, dilation, groups, in_ch, out_ch, ok", [
+    ((3, 3), (1, 1), (1, 1), 1, 64, 64, True), ((3, 3), (2, 2), (1, 1), 1, 64, 64, False),
+    ((1, 1), (1, 1), (1, 1), 1, 64, 64, False), ((3, 3), (1, 1), (2, 2), 1, 64, 64, False),
+    ((3, 3), (1, 1), (1, 1), 2, 64, 64, False), ((3, 3), (1, 1), (1, 1), 1, 3, 64, False)])
+def test_winograd_ok(kernel, strides, dilation, groups, in_ch, out_ch, ok):
+    assert conv_lowering.winograd_ok(kernel, strides, dilation, groups, in_ch, out_ch) is ok
+
+
 def make_mixed_onnx(path):
-    """stem 3->16 (cannot block), 16->32 stride 2 + BN + ReLU, 1x1 32->32 + residual, a
-    grouped conv and a 32->24 conv (cannot block), global pool, gemm, softmax."""
+    """stem 3->16 (plain: too few channels), 16->32 stride 2 + BN + ReLU (blocked), 1x1
+    32->32 + residual (blocked), a grouped dilated conv (plain) and a 3x3 32->24 conv
+    (Winograd), global pool, gemm, softmax."""
     import onnx
     from onnx import TensorProto as T
     from onnx import helper, numpy_helper
@@ -104,20 +139,22 @@ def make_mixed_onnx(path):
 def test_blocked_and_plain_convolutions_validate_against_onnxruntime(doit, tmp_path):
     make_mixed_onnx(tmp_path / "decls" / "mixed.onnx")
     doit.declare("mixed.toml", 'name = "mixed"\nonnx = "mixed.onnx"\n')
-    doit.declare("flat.toml", 'name = "flat"\nonnx = "mixed.onnx"\nconv_block = 0\n')
+    doit.declare("flat.toml", 'name = "flat"\nonnx = "mixed.onnx"\nconv_block = 0\nwinograd = false\n')
     doit("build:mixed", "build:flat")
 
     def kernels(name):
         return json.load(open(doit.path(name, "executor", "plan.json")))["kernels"]
 
     blocked = [k for k in kernels("mixed") if "conv2d_NCHWc" in k]
-    plain = [k for k in kernels("mixed") if "conv2d" in k and "NCHWc" not in k]
-    assert len(blocked) == 2 and len(plain) == 3, kernels("mixed")   # the stride-2 and the 1x1 convs
-    assert not any("NCHWc" in k for k in kernels("flat"))
+    winograd = [k for k in kernels("mixed") if "conv2d_winograd" in k]
+    plain = [k for k in kernels("mixed") if "conv2d" in k and "NCHWc" not in k and "winograd" not in k]
+    assert (len(blocked), len(winograd), len(plain)) == (2, 1, 2), kernels("mixed")
+    assert not any("NCHWc" in k or "winograd" in k for k in kernels("flat"))
     for name in ("mixed", "flat"):
         report = json.load(open(doit.path(name, "report.json")))
         assert report["passed"] is True, report
         assert all(r["outputs"]["y"]["top1_equal"] for r in report["inputs"])
-    # the weights were re-laid at build time, not stored twice: both builds carry the same bytes
+    # the weights were re-laid at build time, not stored twice: the blocked build carries the
+    # flat one's bytes, plus only what Winograd's 6x6 transformed weights add over 3x3 (x4)
     sizes = [json.load(open(doit.path(n, "executor", "plan.json")))["weights_bytes"] for n in ("mixed", "flat")]
-    assert sizes[0] == sizes[1], sizes
+    assert sizes[0] == sizes[1] + (36 - 9) * 24 * 32 * 4, sizes

@@ -1,0 +1,154 @@
+"""How the relax_build stage lowers convolutions: a blocked layout, and Winograd for 3x3.
+
+**Blocked layout**: NCHW[b]c activations, OIHW[b]i[b]o weights. With NCHW, a convolution
+can vectorize only along the image width: stride-2 and 1x1 convolutions then load strided
+or short vectors. In the blocked layout the innermost axis of the output, and of the
+weights, is ``b`` consecutive output channels, so each input value is broadcast once and
+multiplied into whole weight vectors, and the ``b`` x ``b`` weight block one step of the
+reduction reads is contiguous (TVM's x86 NCHWc layout). ``ConvertLayout`` re-lays every
+convolution that qualifies (``blockable``) and carries the layout through the elementwise
+ops, pools and adds between them; a layout transform appears only where a run of blocked
+ops begins or ends. ``conv2d_nchwc`` computes it with one reduction axis per loop a
+schedule may want to split, and no index division for MetaSchedule to see through.
+
+**Winograd** F(4x4, 3x3) for 3x3 stride-1 convolutions (``winograd_ok``): 36 multiplies per
+4x4 output tile and input channel instead of 144. They stay NCHW and are lowered to TOPI's
+``conv2d_winograd_nchw`` compute, whose data-pack and inverse blocks carry MetaSchedule's CPU
+rules for Winograd. The weight transform G w G^T is its own kernel on a constant, so
+FoldConstant runs it at build time.
+
+In both, the weights are re-laid or transformed at build time (FoldConstant), so no
+inference pays for it.
+"""
+from __future__ import annotations
+
+import re
+
+OP = "relax.nn.conv2d"
+_BLOCKED = re.compile(r"NCHW(\d+)c")
+WINOGRAD_TILE = 4            # F(4x4, 3x3): alpha = 6
+WINOGRAD_MIN_CHANNELS = 16   # below this the transforms cost more than the multiplies saved
+
+
+def layouts(block: int) -> list[str]:
+    """ConvertLayout's desired layouts (data, weight, output) for a channel block."""
+    return [f"NCHW{block}c", f"OIHW{block}i{block}o", f"NCHW{block}c"] if block else ["NCHW", "OIHW", "NCHW"]
+
+
+def blockable(in_channels: int, out_channels: int, groups: int, block: int) -> bool:
+    """Whether a convolution can take the blocked layout: whole blocks of input and output
+    channels, no groups (a group boundary inside a block would mix groups)."""
+    return block > 0 and groups == 1 and in_channels % block == 0 and out_channels % block == 0
+
+
+def winograd_ok(kernel: tuple[int, int], strides, dilation, groups: int, in_channels: int,
+                out_channels: int) -> bool:
+    return (tuple(kernel) == (3, 3) and all(int(s) == 1 for s in strides) and all(int(d) == 1 for d in dilation)
+            and groups == 1 and min(in_channels, out_channels) >= WINOGRAD_MIN_CHANNELS)
+
+
+def _shape(expr) -> list[int]:
+    return [int(x) for x in list(expr.ty.shape)]
+
+
+def _winograd_call(call) -> bool:
+    a = call.attrs
+    w = _shape(call.args[1])
+    return winograd_ok((w[2], w[3]), a.strides, a.dilation, int(a.groups), w[1] * int(a.groups), w[0])
+
+
+def _choose(block: int, winograd: bool):
+    def choose(call) -> dict:
+        if call.op.name != OP:
+            return {}
+        a = call.attrs
+        in_ch, out_ch = _shape(call.args[0])[1], _shape(call.args[1])[0]
+        ok = (a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and not (winograd and _winograd_call(call))
+              and blockable(in_ch, out_ch, int(a.groups), block))
+        # a convolution left out must say NCHW explicitly: with no entry, ConvertLayout would
+        # try to keep its producer's blocked layout and fail
+        return {OP: layouts(block if ok else 0)}
+    return choose
+
+
+def conv2d_nchwc(data, kernel, strides, padding, dilation):
+    """data [n, C/b, h, w, b] (x) kernel [O/b', C/b, kh, kw, b, b'] -> [n, O/b', oh, ow, b']."""
+    from tvm import te, topi
+
+    n, in_chunks, ih, iw, in_block = (int(x) for x in data.shape)
+    out_chunks, _, kh, kw, _, out_block = (int(x) for x in kernel.shape)
+    sh, sw = (int(s) for s in strides)
+    dh, dw = (int(d) for d in dilation)
+    pt, pl, pb, pr = (int(p) for p in padding)
+    oh = (ih + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    ow = (iw + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    if pt or pl or pb or pr:
+        data = topi.nn.pad(data, (0, 0, pt, pl, 0), (0, 0, pb, pr, 0), name="data_pad")
+    rc = te.reduce_axis((0, in_chunks), name="rc")
+    rh = te.reduce_axis((0, kh), name="rh")
+    rw = te.reduce_axis((0, kw), name="rw")
+    rb = te.reduce_axis((0, in_block), name="rb")
+    return te.compute(
+        (n, out_chunks, oh, ow, out_block),
+        lambda b, oc, y, x, ob: te.sum(
+            data[b, rc, y * sh + rh * dh, x * sw + rw * dw, rb] * kernel[oc, rc, rh, rw, rb, ob],
+            axis=[rc, rh, rw, rb]),
+        name="conv2d_NCHWc")
+
+
+def winograd_weight(weight, tile: int = WINOGRAD_TILE):
+    """OIHW 3x3 weights -> G w G^T, laid out [alpha, alpha, I, O] as TOPI's pre-computed
+    Winograd compute reads them."""
+    from tvm import te
+    from tvm.topi.nn.winograd_util import winograd_transform_matrices
+
+    _, _, g = winograd_transform_matrices(tile, 3, "float32")
+    out_ch, in_ch = int(weight.shape[0]), int(weight.shape[1])
+    alpha = tile + 2
+    rh = te.reduce_axis((0, 3), name="rh")
+    rw = te.reduce_axis((0, 3), name="rw")
+    return te.compute((alpha, alpha, in_ch, out_ch),
+                      lambda e, v, i, o: te.sum(weight[o, i, rh, rw] * g[e, rh] * g[v, rw], axis=[rh, rw]),
+                      name="winograd_weight")
+
+
+def conv2d_winograd(data, weight_t, strides, padding, dilation):
+    from tvm import topi
+
+    return topi.nn.conv2d_winograd_nchw_without_weight_transform(data, weight_t, strides, padding, dilation, "float32")
+
+
+def legalizer(winograd: bool):
+    """The LegalizeOps entry for conv2d: blocked convolutions and Winograd here, anything
+    else as TVM does."""
+    def legalize(bb, call):
+        import tvm
+
+        a = call.attrs
+        m = _BLOCKED.fullmatch(str(a.data_layout))
+        if m and str(a.out_layout) == str(a.data_layout) and str(a.kernel_layout) == f"OIHW{m.group(1)}i{m.group(1)}o":
+            return bb.call_te(conv2d_nchwc, call.args[0], call.args[1], a.strides, a.padding, a.dilation,
+                              primfunc_name_hint="conv2d_NCHWc")
+        if (winograd and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW" and str(a.out_layout) == "NCHW"
+                and _winograd_call(call) and call.args[0].ty.dtype == "float32"):
+            w = bb.emit_te(winograd_weight, call.args[1], primfunc_name_hint="winograd_weight")
+            return bb.call_te(conv2d_winograd, call.args[0], w, a.strides, a.padding, a.dilation,
+                              primfunc_name_hint="conv2d_winograd")
+        return tvm.ir.Op.get(OP).get_attr("FLegalize")(bb, call)
+    return legalize
+
+
+def passes(block: int, winograd: bool) -> list:
+    """Re-lay the convolutions (nothing when ``block`` is 0): to run before LegalizeOps, with
+    ``legalizer(winograd)`` given to LegalizeOps."""
+    if not block:
+        return []
+    from tvm import relax
+
+    t = relax.transform
+    return [t.ConvertLayout({OP: layouts(block)}, _choose(block, winograd)), t.Normalize()]
+
+
+def pass_names(block: int, winograd: bool) -> list[str]:
+    return ([f"ConvertLayout(NCHW{block}c{', not Winograd' if winograd else ''})", "Normalize"] if block else []) + \
+        [f"LegalizeOps(conv_lowering, winograd={'F(%dx%d,3x3)' % (WINOGRAD_TILE, WINOGRAD_TILE) if winograd else 'off'})"]
