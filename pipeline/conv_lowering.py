@@ -138,6 +138,35 @@ def legalizer(winograd: bool):
     return legalize
 
 
+def remove_inference_dropout():
+    """Dropout is the identity at inference; its (output, mask) tuple would stop
+    ConvertLayout (which cannot carry a layout through a tuple), so uses of its output read
+    its input instead, and DeadCodeElimination drops it."""
+    import tvm
+    from tvm import relax
+
+    dropout = tvm.ir.Op.get("relax.nn.dropout")
+
+    @relax.expr_functor.mutator
+    class Bypass(relax.PyExprMutator):
+        def visit_tuple_getitem_(self, op):
+            tup = op.tuple_value
+            if isinstance(tup, relax.Var):
+                tup = self.lookup_binding(tup)
+            if op.index == 0 and isinstance(tup, relax.Call) and tup.op.same_as(dropout):
+                return self.visit_expr(tup.args[0])
+            return super().visit_tuple_getitem_(op)
+
+    @tvm.transform.module_pass(opt_level=0, name="RemoveInferenceDropout")
+    def run(mod, ctx):
+        for gv, f in list(mod.functions.items()):
+            if isinstance(f, relax.Function):
+                mod[gv] = Bypass(mod).visit_expr(f)
+        return mod
+
+    return run
+
+
 def passes(block: int, winograd: bool) -> list:
     """Re-lay the convolutions (nothing when ``block`` is 0): to run before LegalizeOps, with
     ``legalizer(winograd)`` given to LegalizeOps."""
@@ -146,9 +175,11 @@ def passes(block: int, winograd: bool) -> list:
     from tvm import relax
 
     t = relax.transform
-    return [t.ConvertLayout({OP: layouts(block)}, _choose(block, winograd)), t.Normalize()]
+    return [remove_inference_dropout(), t.DeadCodeElimination(),
+            t.ConvertLayout({OP: layouts(block)}, _choose(block, winograd)), t.Normalize()]
 
 
 def pass_names(block: int, winograd: bool) -> list[str]:
-    return ([f"ConvertLayout(NCHW{block}c{', not Winograd' if winograd else ''})", "Normalize"] if block else []) + \
+    return (["RemoveInferenceDropout", "DeadCodeElimination", f"ConvertLayout(NCHW{block}c{', not Winograd' if winograd else ''})",
+             "Normalize"] if block else []) + \
         [f"LegalizeOps(conv_lowering, winograd={'F(%dx%d,3x3)' % (WINOGRAD_TILE, WINOGRAD_TILE) if winograd else 'off'})"]
