@@ -163,7 +163,10 @@ class WasmModel:
                 except BaseException as e:   # reported by the thread that waits for it
                     self._worker_errors.append(e)
                     if instance is not None:   # a trap mid-task: release the launching thread
-                        instance.exports(store)["wasmforge_threads_worker_died"](store)
+                        try:
+                            instance.exports(store)["wasmforge_threads_worker_died"](store)
+                        except BaseException as e2:   # (it touches no stack: should not happen)
+                            self._worker_errors.append(e2)
 
             t = threading.Thread(target=serve, name=f"wasmforge-worker-{wid}", daemon=True)
             t.start()
