@@ -112,10 +112,25 @@ def winograd_weight(weight, tile: int = WINOGRAD_TILE):
                       name="winograd_weight")
 
 
-def conv2d_winograd(data, weight_t, strides, padding, dilation):
-    from tvm import topi
+def winograd_padding(in_hw: tuple[int, int], padding, tile: int = WINOGRAD_TILE) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """(padding for TOPI, output size). TOPI's compute reads whole input tiles of tile + 2
+    rows and columns, also for the last, partial output tile: past the padded input unless
+    the output is a whole number of tiles. So the bottom and right are padded further, to
+    whole tiles, and the extra output rows and columns are cut off again."""
+    pt, pl, pb, pr = (int(p) for p in padding)
+    oh, ow = in_hw[0] + pt + pb - 2, in_hw[1] + pl + pr - 2
+    return (pt, pl, pb + (-oh) % tile, pr + (-ow) % tile), (oh, ow)
 
-    return topi.nn.conv2d_winograd_nchw_without_weight_transform(data, weight_t, strides, padding, dilation, "float32")
+
+def conv2d_winograd(data, weight_t, strides, padding, dilation):
+    from tvm import te, topi
+
+    n, co = int(data.shape[0]), int(weight_t.shape[3])
+    pads, (oh, ow) = winograd_padding((int(data.shape[2]), int(data.shape[3])), padding)
+    out = topi.nn.conv2d_winograd_nchw_without_weight_transform(data, weight_t, strides, pads, dilation, "float32")
+    if tuple(int(d) for d in out.shape[2:]) == (oh, ow):
+        return out
+    return te.compute((n, co, oh, ow), lambda b, c, y, x: out[b, c, y, x], name="conv2d_winograd_crop")
 
 
 def legalizer(winograd: bool):
