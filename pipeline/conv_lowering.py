@@ -112,25 +112,58 @@ def winograd_weight(weight, tile: int = WINOGRAD_TILE):
                       name="winograd_weight")
 
 
-def winograd_padding(in_hw: tuple[int, int], padding, tile: int = WINOGRAD_TILE) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
-    """(padding for TOPI, output size). TOPI's compute reads whole input tiles of tile + 2
-    rows and columns, also for the last, partial output tile: past the padded input unless
-    the output is a whole number of tiles. So the bottom and right are padded further, to
-    whole tiles, and the extra output rows and columns are cut off again."""
+def winograd_pad_after(in_hw: tuple[int, int], padding, tile: int = WINOGRAD_TILE) -> tuple[int, int]:
+    """The bottom and right padding the Winograd compute reads: every output tile reads
+    tile + 2 input rows and columns, the last, partial tile too, so the input is padded to
+    whole tiles (TOPI pads only by the convolution's padding, and its last partial tile read
+    past the padded input: NaNs natively, a wrong inception_v1 in wasm)."""
     pt, pl, pb, pr = (int(p) for p in padding)
     oh, ow = in_hw[0] + pt + pb - 2, in_hw[1] + pl + pr - 2
-    return (pt, pl, pb + (-oh) % tile, pr + (-ow) % tile), (oh, ow)
+    return pb + (-oh) % tile, pr + (-ow) % tile
 
 
-def conv2d_winograd(data, weight_t, strides, padding, dilation):
+def conv2d_winograd(data, weight_t, strides, padding, dilation, tile: int = WINOGRAD_TILE):
+    """TOPI's ``_conv2d_winograd_nchw_impl`` (pre-computed weights [alpha, alpha, I, O]),
+    block for block and with the same ``schedule_rule`` names, so MetaSchedule's Winograd
+    rules apply; only the input padding differs (``winograd_pad_after``)."""
     from tvm import te, topi
+    from tvm.topi.nn.winograd_util import winograd_transform_matrices
 
-    n, co = int(data.shape[0]), int(weight_t.shape[3])
-    pads, (oh, ow) = winograd_padding((int(data.shape[2]), int(data.shape[3])), padding)
-    out = topi.nn.conv2d_winograd_nchw_without_weight_transform(data, weight_t, strides, pads, dilation, "float32")
-    if tuple(int(d) for d in out.shape[2:]) == (oh, ow):
-        return out
-    return te.compute((n, co, oh, ow), lambda b, c, y, x: out[b, c, y, x], name="conv2d_winograd_crop")
+    assert all(int(s) == 1 for s in strides) and all(int(d) == 1 for d in dilation)
+    n, ci, h, w = (int(x) for x in data.shape)
+    alpha, _, _, co = (int(x) for x in weight_t.shape)
+    assert alpha == tile + 2
+    pt, pl, pb, pr = (int(p) for p in padding)
+    oh, ow = h + pt + pb - 2, w + pl + pr - 2
+    nh, nw = -(-oh // tile), -(-ow // tile)
+    tiles = n * nh * nw
+    data_pad = topi.nn.pad(data, (0, 0, pt, pl), (0, 0, *winograd_pad_after((h, w), padding, tile)), name="data_pad")
+    a_m, b_m, _ = winograd_transform_matrices(tile, 3, "float32")
+    input_tile = te.compute(
+        (ci, tiles, alpha, alpha),
+        lambda c, p, eps, nu: data_pad[p // (nh * nw), c, ((p // nw) % nh) * tile + eps, (p % nw) * tile + nu],
+        name="input_tile", attrs={"schedule_rule": "None"})
+    r_a = te.reduce_axis((0, alpha), "r_a")
+    r_b = te.reduce_axis((0, alpha), "r_b")
+    data_pack = te.compute(
+        (alpha, alpha, ci, tiles),
+        lambda eps, nu, c, p: te.sum(input_tile[c, p, r_a, r_b] * b_m[r_a, eps] * b_m[r_b, nu], axis=[r_a, r_b]),
+        name="data_pack", attrs={"schedule_rule": "conv2d_nchw_winograd_data_pack"})
+    rc = te.reduce_axis((0, ci), name="ci")
+    bgemm = te.compute(
+        (alpha, alpha, co, tiles),
+        lambda eps, nu, o, p: te.sum(data_pack[eps, nu, rc, p] * weight_t[eps, nu, rc, o], axis=[rc]),
+        name="bgemm", attrs={"layout_free_placeholders": [weight_t]})
+    r_a = te.reduce_axis((0, alpha), "r_a")
+    r_b = te.reduce_axis((0, alpha), "r_b")
+    inverse = te.compute(
+        (co, tiles, tile, tile),
+        lambda o, p, vh, vw: te.sum(bgemm[r_a, r_b, o, p] * a_m[r_a, vh] * a_m[r_b, vw], axis=[r_a, r_b]),
+        name="inverse", attrs={"schedule_rule": "conv2d_nchw_winograd_inverse"})
+    return te.compute(
+        (n, co, oh, ow),
+        lambda b, o, y, x: inverse[o, b * nh * nw + (y // tile) * nw + (x // tile), y % tile, x % tile],
+        name="conv2d_winograd")
 
 
 def legalizer(winograd: bool):

@@ -61,7 +61,7 @@ def test_blocked_kernel_matches_the_definition(stride, pads, dilation):
 @pytest.mark.parametrize("hw, pads", [(8, (1, 1, 1, 1)), (7, (1, 1, 1, 1)), (27, (1, 1, 1, 1)), (9, (0, 0, 0, 0))])
 def test_winograd_matches_the_definition(hw, pads):
     """F(4x4, 3x3) with the weight transform as the build does it, on sizes that are and are
-    not whole tiles (27x27 read past TOPI's padded input until winograd_padding: NaNs here,
+    not whole tiles (27x27 read past TOPI's padded input until winograd_pad_after: NaNs here,
     a wrong inception_v1 in wasm)."""
     import tvm
     from tvm import te
@@ -86,14 +86,15 @@ def test_winograd_matches_the_definition(hw, pads):
 
 
 @pytest.mark.parametrize("in_hw, pads, want", [
-    ((27, 27), (1, 1, 1, 1), ((1, 1, 2, 2), (27, 27))), ((28, 28), (1, 1, 1, 1), ((1, 1, 1, 1), (28, 28))),
-    ((14, 7), (1, 1, 1, 1), ((1, 1, 3, 2), (14, 7))), ((9, 9), (0, 0, 0, 0), ((0, 0, 1, 1), (7, 7)))])
-def test_winograd_padding_reaches_whole_tiles(in_hw, pads, want):
-    (pt, pl, pb, pr), (oh, ow) = conv_lowering.winograd_padding(in_hw, pads)
-    assert ((pt, pl, pb, pr), (oh, ow)) == want
+    ((27, 27), (1, 1, 1, 1), (2, 2)), ((28, 28), (1, 1, 1, 1), (1, 1)), ((14, 7), (1, 1, 1, 1), (3, 2)),
+    ((9, 9), (0, 0, 0, 0), (1, 1))])
+def test_winograd_input_is_padded_to_whole_tiles(in_hw, pads, want):
+    pb, pr = conv_lowering.winograd_pad_after(in_hw, pads)
+    assert (pb, pr) == want
+    oh, ow = in_hw[0] + pads[0] + pads[2] - 2, in_hw[1] + pads[1] + pads[3] - 2
     # the last tile's input rows (tile + 2 of them) end inside the padded input
-    tiles_h, tiles_w = -(-oh // 4), -(-ow // 4)
-    assert (tiles_h - 1) * 4 + 6 <= in_hw[0] + pt + pb and (tiles_w - 1) * 4 + 6 <= in_hw[1] + pl + pr
+    assert (-(-oh // 4) - 1) * 4 + 6 <= in_hw[0] + pads[0] + pb
+    assert (-(-ow // 4) - 1) * 4 + 6 <= in_hw[1] + pads[1] + pr
 
 
 @pytest.mark.parametrize("kernel, strides, dilation, groups, in_ch, out_ch, ok", [
