@@ -287,9 +287,17 @@ def task_cost_ms(log_dir: str, extracted) -> dict[str, float]:
     return cost
 
 
-def focus_tasks(cost: dict[str, float], k: int) -> list[str]:
-    """The ``k`` tasks that cost the model the most time (untuned ones first)."""
-    return sorted(cost, key=lambda name: -cost[name])[:k]
+def focus_tasks(cost: dict[str, float], k: int, work: dict[str, float] | None = None) -> list[str]:
+    """The ``k`` tasks that cost the model the most time; untuned ones first, the most work
+    (FLOPs x occurrences, ``work``) first among them."""
+    work = work or {}
+    return sorted(cost, key=lambda name: (-cost[name], -work.get(name, 0.0)))[:k]
+
+
+# A TVM 0.27 MetaSchedule bug: sampling a schedule for a Winograd kernel sometimes fails with
+# "The block no longer exists in the IRModule", and the exception ends the whole tuning run.
+_SAMPLING_CRASH = "The block no longer exists"
+MAX_CRASHES = 30
 
 
 def merge_into_log(scratch, log_dir: str) -> int:
@@ -307,7 +315,8 @@ def merge_into_log(scratch, log_dir: str) -> int:
 
 
 def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: str, trials: int,
-        clang, wasm_ld, trials_per_iter: int = 16, seed: int = 0, focus: int = 0, fresh: bool = False) -> dict:
+        clang, wasm_ld, trials_per_iter: int = 16, seed: int = 0, focus: int = 0, fresh: bool = False,
+        chunk: int = 0) -> dict:
     """``focus`` > 0: tune only the ``focus`` tasks that cost the model the most time
     (latency in the log times occurrences), giving each an equal share of the budget, instead
     of MetaSchedule's gradient scheduler over every task (which favours kernels the model
@@ -331,8 +340,11 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
         raise StageError(STAGE, module_json, "the model has no kernels to tune")
     scheduler = "gradient"
     if focus:
+        from tvm.s_tir.analysis import estimate_tir_flops
+
         cost = task_cost_ms(log_dir, extracted)
-        chosen = focus_tasks(cost, focus)
+        work = {t.task_name: float(estimate_tir_flops(t.dispatched[0])) * t.weight for t in extracted}
+        chosen = focus_tasks(cost, focus, work)
         extracted = [t for t in extracted if t.task_name in chosen]
         scheduler = "round-robin"
         print("tune: focus on " + ", ".join(f"{n} ({cost[n]:.1f} ms)" for n in chosen), file=sys.stderr, flush=True)
@@ -355,13 +367,29 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
     print(f"tune: {len(tasks)} tasks, {budget} trials to go ({already} already in {log_dir})",
           file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    ms.tune_tasks(tasks=tasks, task_weights=weights, work_dir=work_dir, max_trials_global=budget,
-                  num_trials_per_iter=trials_per_iter,
-                  builder=make_builder(os.path.join(work_dir, "candidates"), clang, wasm_ld),
-                  runner=make_runner(Measurer()), database=db, cost_model="xgb",
-                  measure_callbacks=callbacks, task_scheduler=scheduler)
+    builder = make_builder(os.path.join(work_dir, "candidates"), clang, wasm_ld)
+    runner = make_runner(Measurer())
+    # in chunks: MetaSchedule writes a batch's records only when it returns to that task, so
+    # a run that dies (the bug above) loses at most one chunk
+    # (every call starts the scheduler over, so a chunk must reach every task twice)
+    chunk = chunk or 2 * len(tasks) * trials_per_iter
+    start = count_records(db_dir)
+    crashes = 0
+    while (left := budget - (count_records(db_dir) - start)) > 0:
+        try:
+            ms.tune_tasks(tasks=tasks, task_weights=weights, work_dir=work_dir, max_trials_global=min(chunk, left),
+                          num_trials_per_iter=trials_per_iter, builder=builder, runner=runner, database=db,
+                          cost_model="xgb", measure_callbacks=callbacks, task_scheduler=scheduler)
+        except RuntimeError as e:
+            if _SAMPLING_CRASH not in str(e) or crashes >= MAX_CRASHES:
+                raise
+            crashes += 1
+            print(f"tune: MetaSchedule failed while sampling schedules (TVM bug: '{_SAMPLING_CRASH} in the "
+                  f"IRModule'); resuming from the database ({crashes} so far)", file=sys.stderr, flush=True)
+            db = ms.database.JSONDatabase(path_workload=os.path.join(db_dir, "database_workload.json"),
+                                          path_tuning_record=os.path.join(db_dir, "database_tuning_record.json"))
     if fresh:
         merge_into_log(db, log_dir)
-    return {"tasks": len(tasks), "trials": state["done"], "records": count_records(log_dir),
+    return {"tasks": len(tasks), "trials": state["done"], "records": count_records(log_dir), "crashes": crashes,
             "seconds": round(time.perf_counter() - t0, 1),
             "best_ms": {k: round(v * 1e3, 4) for k, v in sorted(state["best"].items())}}

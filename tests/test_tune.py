@@ -67,6 +67,9 @@ def test_focus_picks_the_costliest_tasks_untuned_first():
     cost = {"a": 1.0, "b": 30.0, "c": inf, "d": 5.0}
     assert focus_tasks(cost, 2) == ["c", "b"]
     assert focus_tasks(cost, 9) == ["c", "b", "d", "a"]
+    # untuned tasks: the most work first (a new convolution before a layout transform)
+    cost = {"copy": inf, "conv": inf, "tuned": 30.0}
+    assert focus_tasks(cost, 2, {"copy": 1.0, "conv": 2e8, "tuned": 1e8}) == ["conv", "copy"]
 
 
 def test_a_log_for_another_target_is_ignored_with_a_warning(doit):
