@@ -376,6 +376,7 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
     start = count_records(db_dir)
     crashes = 0
     while (left := budget - (count_records(db_dir) - start)) > 0:
+        before = count_records(db_dir)
         try:
             ms.tune_tasks(tasks=tasks, task_weights=weights, work_dir=work_dir, max_trials_global=min(chunk, left),
                           num_trials_per_iter=trials_per_iter, builder=builder, runner=runner, database=db,
@@ -388,6 +389,9 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
                   f"IRModule'); resuming from the database ({crashes} so far)", file=sys.stderr, flush=True)
             db = ms.database.JSONDatabase(path_workload=os.path.join(db_dir, "database_workload.json"),
                                           path_tuning_record=os.path.join(db_dir, "database_tuning_record.json"))
+            continue
+        if count_records(db_dir) == before:   # every task's search space is used up
+            break
     if fresh:
         merge_into_log(db, log_dir)
     return {"tasks": len(tasks), "trials": state["done"], "records": count_records(log_dir), "crashes": crashes,
