@@ -13,6 +13,12 @@ Writes are atomic (temporary file in the same folder, then rename), so a killed 
 never leaves an entry that looks finished, and two processes writing the same entry write
 the same bytes under the same name: no corruption, no duplicates. A corrupted blob or
 action entry is reported, evicted and rebuilt.
+
+A build output and its blob are one file, hard-linked, when the store and the build folder
+share a file system (as in Bazel, outputs are then read-only); otherwise they are copies.
+Every byte of a model is stored once, not twice: ResNet-50's stages hold 2 GB. Stages never
+write into a linked file: ``run_stage`` unlinks a stage's old outputs before running it, and
+every restore verifies the blob's digest, so a file edited in place is caught and evicted.
 """
 from __future__ import annotations
 
@@ -115,6 +121,31 @@ def atomic_path(path: str) -> Iterator[str]:
             os.unlink(tmp)
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link ``src`` at the new name ``dst``; copy where linking is impossible (another
+    file system, or one without links)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _temp_name(folder: str, base: str) -> str:
+    return os.path.join(folder, f".tmp-{os.getpid()}-{time.monotonic_ns()}-{base}")
+
+
+def place(src: str, dest: str) -> None:
+    """Give ``dest`` the bytes of ``src`` atomically: a link where possible (both then
+    keep ``src``'s permissions), else a copy."""
+    tmp = _temp_name(os.path.dirname(os.path.abspath(dest)), os.path.basename(dest))
+    try:
+        _link_or_copy(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
 def write_bytes(path: str, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -159,20 +190,20 @@ class Store:
         return os.path.isfile(self._cas(sha))
 
     def put_file(self, path: str, sha: str | None = None) -> str:
-        """Copy a file into the CAS (once per content); returns its digest."""
+        """Store a file in the CAS (once per content), linked where possible; returns its
+        digest. The stored file is made read-only (with a link, so is ``path``)."""
         sha = sha or file_sha256(path)
         dest = self._cas(sha)
         if not os.path.isfile(dest):
-            fd, tmp = tempfile.mkstemp(dir=os.path.join(self.root, "tmp"))
-            os.close(fd)
+            tmp = _temp_name(os.path.join(self.root, "tmp"), sha)
             try:
-                shutil.copyfile(path, tmp)
+                _link_or_copy(path, tmp)
                 if _hash_file(tmp) != sha:   # the source changed under us: store nothing
                     raise OSError(f"{path} changed while it was being stored")
                 os.chmod(tmp, 0o444)
                 os.replace(tmp, dest)
             finally:
-                if os.path.exists(tmp):
+                if os.path.lexists(tmp):
                     os.unlink(tmp)
         return sha
 
@@ -195,19 +226,19 @@ class Store:
                 os.unlink(tmp)
 
     def materialize(self, sha: str, dest: str) -> bool:
-        """Copy blob ``sha`` to ``dest`` atomically, verifying its digest on the way. A blob
-        whose bytes do not match its name is evicted (and False returned)."""
+        """Put blob ``sha`` at ``dest`` atomically (a link where possible), verifying its
+        digest on the way. A blob whose bytes do not match its name is evicted (and _Corrupt
+        raised)."""
         src = self._cas(sha)
         if not os.path.isfile(src):
             return False
-        with atomic_path(dest) as tmp:
-            shutil.copyfile(src, tmp)
-            got = _hash_file(tmp)
-            if got != sha:
-                warn(f"cache entry {src} is corrupted (its bytes hash to {got[:12]}…); evicted, rebuilding")
-                self.evict_blob(sha)
-                raise _Corrupt()
-            os.utime(src)   # least-recently-used bookkeeping
+        got = _hash_file(src)   # a link's bytes are the blob's: verify them before placing
+        if got != sha:
+            warn(f"cache entry {src} is corrupted (its bytes hash to {got[:12]}…); evicted, rebuilding")
+            self.evict_blob(sha)
+            raise _Corrupt()
+        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        place(src, dest)
         return True
 
     def evict_blob(self, sha: str) -> None:
@@ -276,18 +307,30 @@ class Store:
 
     def trim(self, limit_bytes: int) -> dict:
         """Delete least recently used blobs until the CAS fits ``limit_bytes``; drop the
-        action entries that referenced them, and stale temporary files."""
+        action entries that referenced them, and stale temporary files. A blob was last used
+        when an action entry naming it was (lookups touch entries, never blobs: a blob's
+        times are those of the build outputs linked to it)."""
         now = time.time()
         for n in os.listdir(os.path.join(self.root, "tmp")):
             p = os.path.join(self.root, "tmp", n)
             with contextlib.suppress(OSError):
                 if now - os.path.getmtime(p) > 3600:
                     os.unlink(p)
+        used: dict[str, float] = {}
+        entries: dict[str, set[str]] = {}
+        for key in os.listdir(os.path.join(self.root, "ac")):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+                path = self._ac(key)
+                with open(path) as f:
+                    shas = {o["sha256"] for o in json.load(f)["outputs"].values()}
+                entries[key] = shas
+                t = os.path.getmtime(path)
+                for sha in shas:
+                    used[sha] = max(used.get(sha, 0.0), t)
         blobs = []
         for n in os.listdir(os.path.join(self.root, "cas")):
-            p = os.path.join(self.root, "cas", n)
-            st = os.stat(p)
-            blobs.append((st.st_mtime, st.st_size, n))
+            st = os.stat(os.path.join(self.root, "cas", n))
+            blobs.append((used.get(n, st.st_mtime), st.st_size, n))
         blobs.sort()
         total = sum(b[1] for b in blobs)
         removed = set()
@@ -298,12 +341,10 @@ class Store:
             removed.add(n)
             total -= size
         dropped = 0
-        if removed:
-            for key in os.listdir(os.path.join(self.root, "ac")):
-                entry = self.get_action(key)
-                if entry and any(o["sha256"] in removed for o in entry["outputs"].values()):
-                    self.evict_action(key)
-                    dropped += 1
+        for key, shas in entries.items():
+            if shas & removed:
+                self.evict_action(key)
+                dropped += 1
         return {"removed_blobs": len(removed), "removed_actions": dropped, "bytes": total}
 
 

@@ -13,6 +13,7 @@ last, atomic write: a stage killed before it has not finished, whatever else it 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -288,6 +289,9 @@ def run_stage(m: Model, name: str, store: cache.Store | None = None) -> dict:
                 remote.put(store, key, entry)   # built before the team's remote was configured
         else:
             source = "miss"
+            for path in st.outputs.values():   # they may be links into the store: never write
+                with contextlib.suppress(FileNotFoundError):   # through one (tools write in place)
+                    os.unlink(path)
             result = execute(m, st)
             outputs = {}
             for label, path in st.outputs.items():

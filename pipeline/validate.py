@@ -9,7 +9,6 @@ is published at ``build/<model>/<model>.wasm`` (a failing run removes a stale on
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import asdict
 
@@ -112,8 +111,7 @@ def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str,
               "module": os.path.relpath(published) if passed else None,
               "module_sha256": cache.file_sha256(wasm), "metadata": model.metadata}
     if passed:
-        with cache.atomic_path(published) as tmp:
-            shutil.copyfile(wasm, tmp)
+        cache.place(wasm, published)   # one file with the optimized module where possible
     cache.write_json(report_path, report)
     if not passed:
         worst = [f"seed {r['seed']}: " + ", ".join(f"{k}: max_abs_error {v['max_abs_error']:.3g} "

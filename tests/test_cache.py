@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -142,6 +143,28 @@ def test_a_corrupted_blob_is_reported_evicted_and_rebuilt(doit):
     assert sources(doit)["emit"] == "miss" and sources(doit)["import"] == "hit local"
     assert sha(blob) == os.path.basename(blob)               # the rebuilt blob is sound
     assert json.load(open(doit.path("tiny", "report.json")))["passed"] is True
+
+
+def test_outputs_are_stored_once_and_a_stage_run_again_never_writes_through_them(doit):
+    """Build outputs are hard links to their blobs (every byte stored once). The link stage
+    compiles its objects in place (``clang -o``): run again on a miss, it must replace its
+    old outputs, not write into the files the store holds."""
+    declare_tiny(doit)
+    doit("build:tiny")
+    store = cache.Store(doit.store)
+    key = json.load(open(doit.path("tiny", "link", "stage.json")))["key"]
+    blobs = {label: os.path.join(doit.store, "cas", o["sha256"])
+             for label, o in store.get_action(key)["outputs"].items()}
+    assert len(blobs) == 4
+    for label, blob in blobs.items():
+        assert os.path.samefile(doit.path("tiny", label), blob), label
+    before = {label: os.stat(blob).st_mtime_ns for label, blob in blobs.items()}
+    store.evict_action(key)
+    subprocess.run([sys.executable, "-m", "pipeline", "link", "tiny"], cwd=ROOT, env=doit.env(), check=True,
+                   capture_output=True)
+    assert json.load(open(doit.path("tiny", "link", "stage.json")))["cache"] == "miss"
+    assert {label: os.stat(blob).st_mtime_ns for label, blob in blobs.items()} == before
+    check_nothing_half_finished(doit)           # every blob still hashes to its name
 
 
 def test_an_unreadable_action_entry_is_evicted_and_rebuilt(doit):

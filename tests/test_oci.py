@@ -311,6 +311,7 @@ def registry(tmp_path_factory):
     server = Registry(tmp_path_factory.mktemp("registry"))
     yield server
     server.stop()
+    shutil.rmtree(server.base, ignore_errors=True)   # pushed ResNet-50 releases
 
 
 @pytest.fixture(scope="module")
