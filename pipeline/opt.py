@@ -47,6 +47,16 @@ def feature_flags(features: list[str], path: str) -> list[str]:
     return sorted({FEATURE_FLAGS[f] for f in features if FEATURE_FLAGS[f]})
 
 
+def relaxed_simd_hint(flags: list[str], stderr: str, version: str) -> str:
+    """Binaryen 108 (Debian 12's) predates relaxed SIMD's final opcodes: it fails to parse
+    the ``f32x4.relaxed_madd`` LLVM emits for ``+relaxed-simd``. Say so, and what to do."""
+    if "--enable-relaxed-simd" not in flags or "SIMD prefix" not in stderr:
+        return ""
+    return (f"\n  {version} cannot read relaxed SIMD's final encoding: install a newer binaryen "
+            "(WASMFORGE_WASM_OPT=/path/to/wasm-opt), or declare the model without '+relaxed-simd' in mattr "
+            "(it measured no faster on ResNet-50 here: BENCHMARKS.md)")
+
+
 def run(linked: str, p: OptParams, wasm_opt, out: str) -> dict:
     with open(linked, "rb") as f:
         data = f.read()
@@ -57,7 +67,8 @@ def run(linked: str, p: OptParams, wasm_opt, out: str) -> dict:
         res = subprocess.run(argv, capture_output=True, text=True)
         if res.returncode != 0:
             tail = "\n".join(res.stderr.strip().splitlines()[-15:])
-            raise StageError(STAGE, linked, f"wasm-opt failed (exit {res.returncode}):\n  $ {' '.join(argv)}\n{tail}")
+            raise StageError(STAGE, linked, f"wasm-opt failed (exit {res.returncode}):\n  $ {' '.join(argv)}\n{tail}"
+                             + relaxed_simd_hint(flags, res.stderr, wasm_opt.version))
         with open(tmp, "rb") as f:
             opt = wasmbin.without_custom_section(f.read(), wasmbin.METADATA_SECTION)
         meta["opt"] = {"level": p.level, "flags": flags + list(p.extra), "wasm_opt": wasm_opt.version}

@@ -60,6 +60,20 @@ def test_missing_tool_says_how_to_install(doit, tmp_path):
     assert_failed_cleanly(doit, res, "t", "wasm-opt", "no-such-wasm-opt", "apt-get install")
 
 
+def test_relaxed_simd_builds_and_validates_or_says_which_wasm_opt_cannot_read_it(doit, tmp_path):
+    """A '+relaxed-simd' variant: LLVM emits f32x4.relaxed_madd. A wasm-opt that can read it
+    gives a module that validates; Debian 12's binaryen 108 cannot, and the error says so."""
+    make_tiny_onnx(tmp_path / "decls" / "rx.onnx")
+    doit.declare("rx.toml", 'name = "rx"\nonnx = "rx.onnx"\nmattr = ["+simd128", "+relaxed-simd"]\n')
+    res = doit("build:rx", check=False)
+    if res.returncode == 0:
+        import json
+        assert json.load(open(doit.path("rx", "report.json")))["passed"] is True
+    else:
+        assert_failed_cleanly(doit, res, "rx", "linked.wasm", "cannot read relaxed SIMD",
+                              "WASMFORGE_WASM_OPT", "without '+relaxed-simd'")
+
+
 def test_failed_validation_publishes_nothing(doit, tmp_path):
     """A tolerance no float32 build can meet: the report says why, no module is published."""
     make_tiny_onnx(tmp_path / "decls" / "strict.onnx")
