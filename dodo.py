@@ -135,9 +135,10 @@ def task_cache_trim():
             "uptodate": [False], "verbosity": 2}
 
 
-def _tune_cmd(name, trials, focus, fresh):
+def _tune_cmd(name, trials, focus, jobs, fresh):
     return (f"{shlex.quote(sys.executable)} -m pipeline tune {name}" + (f" --trials {trials}" if trials else "")
-            + (f" --focus {focus}" if focus else "") + (" --fresh" if fresh else ""))
+            + (f" --focus {focus}" if focus else "") + (f" --jobs {jobs}" if jobs > 1 else "")
+            + (" --fresh" if fresh else ""))
 
 
 def task_tune():
@@ -151,6 +152,9 @@ def task_tune():
                           {"name": "focus", "long": "focus", "type": int, "default": 0,
                            "help": "tune only the K kernels costing the most time by the log, "
                                    "an equal share each (default: every kernel)"},
+                          {"name": "jobs", "long": "jobs", "type": int, "default": 1,
+                           "help": "tuning processes side by side, one per core, each on its "
+                                   "share of the kernels (default: 1)"},
                           {"name": "fresh", "long": "fresh", "type": bool, "default": False,
                            "help": "search from scratch, not from the log's best schedules; "
                                    "the new records are added to the log"}],

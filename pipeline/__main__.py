@@ -13,19 +13,21 @@ from toolchain import ToolchainError
 
 
 def main(argv: list[str]) -> int:
-    trials = focus = None
+    trials = focus = jobs = None
     fresh = "--fresh" in argv
     argv = [a for a in argv if a != "--fresh"]
-    while len(argv) >= 4 and argv[-2] in ("--trials", "--focus") and argv[-1].isdigit():
+    while len(argv) >= 4 and argv[-2] in ("--trials", "--focus", "--jobs") and argv[-1].isdigit():
         if argv[-2] == "--trials":
             trials = int(argv[-1])
-        else:
+        elif argv[-2] == "--focus":
             focus = int(argv[-1])
+        else:
+            jobs = int(argv[-1])
         argv = argv[:-2]
     if len(argv) != 2:
         print("usage: python -m pipeline <stage> <model>\n"
               "       python -m pipeline bench <model>\n"
-              "       python -m pipeline tune <model> [--trials N] [--focus K] [--fresh]\n"
+              "       python -m pipeline tune <model> [--trials N] [--focus K] [--jobs J] [--fresh]\n"
               "       python -m pipeline publish <model>\n"
               f"  stages: {', '.join(stages.STAGES)}", file=sys.stderr)
         return 2
@@ -67,7 +69,8 @@ def main(argv: list[str]) -> int:
             p = stages.Paths(m)
             result = tune.run(p.stage("import", "model.json"), stages.params(m)["relax_build"], m.tuning_dir(),
                               p.stage("tune"), trials if trials else m.tune_trials,
-                              toolchain.clang(), toolchain.wasm_ld(), focus=focus or 0, fresh=fresh)
+                              toolchain.clang(), toolchain.wasm_ld(), focus=focus or 0, fresh=fresh,
+                              jobs=jobs or 1)
             print(f"{name}: tune done: {result}", file=sys.stderr)
             return 0
         if stage not in stages.STAGES:

@@ -199,7 +199,7 @@ def make_runner(measurer: Measurer):
 # ---------------------------------------------------------------- progress
 
 
-def make_progress(task_names: list[str], budget: int, already: int, log=sys.stderr):
+def make_progress(task_names: list[str], budget: int, already: int, log=sys.stderr, label: str = "tune"):
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
@@ -221,9 +221,9 @@ def make_progress(task_names: list[str], budget: int, already: int, log=sys.stde
             elapsed = time.perf_counter() - state["t0"]
             left = elapsed / state["done"] * max(budget - state["done"], 0)
             best = state["best"].get(name)
-            print(f"tune: {already + state['done']}/{already + budget} trials | task {task_id + 1}/"
+            print(f"{label}: {already + state['done']}/{already + budget} trials | task {task_id + 1}/"
                   f"{len(task_names)} {name}: best {best * 1e3:.3f} ms" if best else
-                  f"tune: {already + state['done']}/{already + budget} trials | task {task_id + 1}/"
+                  f"{label}: {already + state['done']}/{already + budget} trials | task {task_id + 1}/"
                   f"{len(task_names)} {name}: no valid candidate yet",
                   f"({errors} failed) | elapsed {elapsed / 60:.1f} min, ~{left / 60:.1f} min left",
                   file=log, flush=True)
@@ -300,23 +300,66 @@ _SAMPLING_CRASH = "The block no longer exists"
 MAX_CRASHES = 30
 
 
-def merge_into_log(scratch, log_dir: str) -> int:
-    """Append a scratch database's records to the log (workloads re-indexed); returns how many."""
+def _db(log_dir: str):
     from tvm.s_tir import meta_schedule as ms
 
-    log = ms.database.JSONDatabase(path_workload=os.path.join(log_dir, "database_workload.json"),
-                                   path_tuning_record=os.path.join(log_dir, "database_tuning_record.json"))
-    n = 0
-    for rec in scratch.get_all_tuning_records():
-        wl = log.commit_workload(rec.workload.mod)
-        log.commit_tuning_record(ms.database.TuningRecord(rec.trace, wl, rec.run_secs, rec.target, rec.args_info))
-        n += 1
-    return n
+    return ms.database.JSONDatabase(path_workload=os.path.join(log_dir, "database_workload.json"),
+                                    path_tuning_record=os.path.join(log_dir, "database_tuning_record.json"))
+
+
+def _lines(path: str) -> list[str]:
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [line for line in f if line.strip()]
+
+
+def merge_new_records(scratch_dir: str, log_dir: str, skip: int = 0) -> int:
+    """Add a scratch database's records after the first ``skip`` to the log, each workload
+    re-indexed to the log's own (found by structure, added if new); returns the scratch
+    database's record count, the ``skip`` for the next call. Callers that tune side by side
+    hold ``_log_lock`` around it: the log is one appending writer at a time."""
+    from tvm.s_tir import meta_schedule as ms
+
+    records = _lines(os.path.join(scratch_dir, "database_tuning_record.json"))
+    if len(records) <= skip:
+        return len(records)
+    workloads = _lines(os.path.join(scratch_dir, "database_workload.json"))
+    log, in_log = _db(log_dir), {}
+    for line in records[skip:]:
+        index, rec = json.loads(line)
+        if index not in in_log:
+            in_log[index] = log.commit_workload(ms.database.Workload.from_json(json.loads(workloads[index])).mod)
+        log.commit_tuning_record(ms.database.TuningRecord.from_json(rec, in_log[index]))
+    return len(records)
+
+
+class _log_lock:
+    """An exclusive lock (``flock``) on a file beside the tuner's work folders."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __enter__(self):
+        import fcntl
+
+        self.f = open(self.path, "a")
+        fcntl.flock(self.f, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()     # closing releases the lock
+
+
+def split_tasks(names: list[str], jobs: int) -> list[list[str]]:
+    """Deal the tasks, costliest first, to ``jobs`` groups in turn (fewer if there are fewer
+    tasks): each job gets a like share of the expensive kernels."""
+    return [g for g in (names[i::jobs] for i in range(jobs)) if g]
 
 
 def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: str, trials: int,
         clang, wasm_ld, trials_per_iter: int = 16, seed: int = 0, focus: int = 0, fresh: bool = False,
-        chunk: int = 0) -> dict:
+        chunk: int = 0, jobs: int = 1) -> dict:
     """``focus`` > 0: tune only the ``focus`` tasks that cost the model the most time
     (latency in the log times occurrences), giving each an equal share of the budget, instead
     of MetaSchedule's gradient scheduler over every task (which favours kernels the model
@@ -324,9 +367,12 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
 
     ``fresh``: search from scratch instead of from the log's best schedules (the evolutionary
     search otherwise starts from them, and can stay near them), in a scratch database whose
-    records are added to the log at the end; the build keeps the best record per kernel."""
-    from tvm.s_tir import meta_schedule as ms
+    records are added to the log at the end; the build keeps the best record per kernel.
 
+    ``jobs`` > 1: that many tuning processes side by side, each on its own share of the tasks
+    (``split_tasks``) and of the budget, each measuring on its own core. Each searches in a
+    scratch database (a copy of the log, or empty with ``fresh``) and adds its new records to
+    the log after every chunk, under a lock: a killed run keeps what its jobs had added."""
     if repair_log(log_dir):
         print(f"tune: dropped a half-written record from {log_dir} (a killed run); resuming", file=sys.stderr)
     already = count_records(log_dir)
@@ -338,62 +384,113 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
     extracted = extract_tasks(module_json, p)
     if not extracted:
         raise StageError(STAGE, module_json, "the model has no kernels to tune")
-    scheduler = "gradient"
+    names = [t.task_name for t in extracted]
     if focus:
         from tvm.s_tir.analysis import estimate_tir_flops
 
         cost = task_cost_ms(log_dir, extracted)
         work = {t.task_name: float(estimate_tir_flops(t.dispatched[0])) * t.weight for t in extracted}
-        chosen = focus_tasks(cost, focus, work)
-        extracted = [t for t in extracted if t.task_name in chosen]
-        scheduler = "round-robin"
-        print("tune: focus on " + ", ".join(f"{n} ({cost[n]:.1f} ms)" for n in chosen), file=sys.stderr, flush=True)
+        names = focus_tasks(cost, focus, work)
+        print("tune: focus on " + ", ".join(f"{n} ({cost[n]:.1f} ms)" for n in names), file=sys.stderr, flush=True)
     os.makedirs(log_dir, exist_ok=True)
     os.makedirs(work_dir, exist_ok=True)
-    tasks, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        extracted, work_dir=work_dir, num_threads=1, seed=seed)
-    # the task scheduler gives every task one batch before it looks at gradients: a small
-    # budget must still reach every task
-    trials_per_iter = max(2, min(trials_per_iter, budget // max(len(tasks), 1)))
-    db_dir = log_dir
-    if fresh:
-        db_dir = os.path.join(work_dir, "fresh")
-        shutil.rmtree(db_dir, ignore_errors=True)
-        os.makedirs(db_dir)
-    db = ms.database.JSONDatabase(path_workload=os.path.join(db_dir, "database_workload.json"),
-                                  path_tuning_record=os.path.join(db_dir, "database_tuning_record.json"))
-    progress, state = make_progress([t.task_name for t in tasks], budget, already)
-    callbacks = ms.measure_callback.MeasureCallback.create("default") + [progress]
-    print(f"tune: {len(tasks)} tasks, {budget} trials to go ({already} already in {log_dir})",
-          file=sys.stderr, flush=True)
+    job = dict(module_json=module_json, p=p, log_dir=log_dir, clang=clang, wasm_ld=wasm_ld,
+               trials_per_iter=trials_per_iter, fresh=fresh, chunk=chunk, round_robin=bool(focus), already=already,
+               lock=os.path.join(work_dir, ".log.lock"))
+    groups = split_tasks(names, max(1, jobs))
     t0 = time.perf_counter()
-    builder = make_builder(os.path.join(work_dir, "candidates"), clang, wasm_ld)
-    runner = make_runner(Measurer())
-    # in chunks: MetaSchedule writes a batch's records only when it returns to that task, so
-    # a run that dies (the bug above) loses at most one chunk
-    # (every call starts the scheduler over, so a chunk must reach every task twice)
-    chunk = chunk or 2 * len(tasks) * trials_per_iter
-    start = count_records(db_dir)
-    crashes = 0
-    while (left := budget - (count_records(db_dir) - start)) > 0:
-        before = count_records(db_dir)
-        try:
-            ms.tune_tasks(tasks=tasks, task_weights=weights, work_dir=work_dir, max_trials_global=min(chunk, left),
-                          num_trials_per_iter=trials_per_iter, builder=builder, runner=runner, database=db,
-                          cost_model="xgb", measure_callbacks=callbacks, task_scheduler=scheduler)
-        except RuntimeError as e:
-            if _SAMPLING_CRASH not in str(e) or crashes >= MAX_CRASHES:
-                raise
-            crashes += 1
-            print(f"tune: MetaSchedule failed while sampling schedules (TVM bug: '{_SAMPLING_CRASH} in the "
-                  f"IRModule'); resuming from the database ({crashes} so far)", file=sys.stderr, flush=True)
-            db = ms.database.JSONDatabase(path_workload=os.path.join(db_dir, "database_workload.json"),
-                                          path_tuning_record=os.path.join(db_dir, "database_tuning_record.json"))
-            continue
-        if count_records(db_dir) == before:   # every task's search space is used up
-            break
-    if fresh:
-        merge_into_log(db, log_dir)
-    return {"tasks": len(tasks), "trials": state["done"], "records": count_records(log_dir), "crashes": crashes,
-            "seconds": round(time.perf_counter() - t0, 1),
-            "best_ms": {k: round(v * 1e3, 4) for k, v in sorted(state["best"].items())}}
+    if len(groups) == 1:
+        results = [_tune_group(groups[0], budget, work_dir, seed, "tune", side=fresh, extracted=extracted, **job)]
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        shares = [budget // len(groups) + (i < budget % len(groups)) for i in range(len(groups))]
+        print(f"tune: {len(groups)} jobs side by side: " + "; ".join(
+            f"job {i + 1}: {len(g)} tasks, {n} trials" for i, (g, n) in enumerate(zip(groups, shares))),
+            file=sys.stderr, flush=True)
+        # spawn, not fork: TVM's runtime holds threads and locks a fork would copy mid-use
+        with concurrent.futures.ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_tune_group, g, n, os.path.join(work_dir, f"job{i + 1}"), seed + i,
+                                   f"tune[job {i + 1}/{len(groups)}]", side=True, in_job=True, **job)
+                       for i, (g, n) in enumerate(zip(groups, shares))]
+            results = [f.result() for f in futures]
+        failed = [r["error"] for r in results if "error" in r]
+        if failed:
+            raise StageError(STAGE, log_dir, "a tuning job failed (the records it had added stay in the log): "
+                             + "; ".join(failed))
+    best = {k: v for r in results for k, v in r["best_ms"].items()}
+    return {"tasks": sum(r["tasks"] for r in results), "trials": sum(r["trials"] for r in results),
+            "records": count_records(log_dir), "crashes": sum(r["crashes"] for r in results),
+            "jobs": len(groups), "seconds": round(time.perf_counter() - t0, 1), "best_ms": dict(sorted(best.items()))}
+
+
+def _tune_group(names: list[str], budget: int, work_dir: str, seed: int, label: str, *, module_json: str,
+                p: relax_build.BuildParams, log_dir: str, clang, wasm_ld, trials_per_iter: int, fresh: bool,
+                chunk: int, round_robin: bool, already: int, lock: str, side: bool, in_job: bool = False,
+                extracted=None) -> dict:
+    """Tune the tasks ``names`` for ``budget`` trials. ``side``: in a scratch database under
+    ``work_dir`` (seeded with the log unless ``fresh``), its new records added to the log after
+    every chunk (holding the file lock ``lock``); otherwise straight into the log. ``in_job``
+    (a job process): an error comes back as ``{"error": ...}``, for the parent to report."""
+    from tvm.s_tir import meta_schedule as ms
+
+    try:
+        extracted = [t for t in (extracted or extract_tasks(module_json, p)) if t.task_name in names]
+        extracted.sort(key=lambda t: names.index(t.task_name))
+        os.makedirs(work_dir, exist_ok=True)
+        tasks, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            extracted, work_dir=work_dir, num_threads=1, seed=seed)
+        # the task scheduler gives every task one batch before it looks at gradients: a small
+        # budget must still reach every task
+        per_iter = max(2, min(trials_per_iter, budget // max(len(tasks), 1)))
+        db_dir = log_dir
+        if side:
+            db_dir = os.path.join(work_dir, "scratch")
+            shutil.rmtree(db_dir, ignore_errors=True)
+            os.makedirs(db_dir)
+            if not fresh:
+                for f in ("database_workload.json", "database_tuning_record.json"):
+                    if os.path.isfile(os.path.join(log_dir, f)):
+                        shutil.copyfile(os.path.join(log_dir, f), os.path.join(db_dir, f))
+        merged = count_records(db_dir) if side else 0
+        db = _db(db_dir)
+        progress, state = make_progress([t.task_name for t in tasks], budget, already, label=label)
+        callbacks = ms.measure_callback.MeasureCallback.create("default") + [progress]
+        print(f"{label}: {len(tasks)} tasks, {budget} trials to go ({already} already in {log_dir})",
+              file=sys.stderr, flush=True)
+        builder = make_builder(os.path.join(work_dir, "candidates"), clang, wasm_ld)
+        runner = make_runner(Measurer())
+        # in chunks: MetaSchedule writes a batch's records only when it returns to that task, so
+        # a run that dies (the bug above) loses at most one chunk
+        # (every call starts the scheduler over, so a chunk must reach every task twice)
+        chunk = chunk or 2 * len(tasks) * per_iter
+        start = count_records(db_dir)
+        crashes = 0
+        while (left := budget - (count_records(db_dir) - start)) > 0:
+            before = count_records(db_dir)
+            try:
+                ms.tune_tasks(tasks=tasks, task_weights=weights, work_dir=work_dir, max_trials_global=min(chunk, left),
+                              num_trials_per_iter=per_iter, builder=builder, runner=runner, database=db,
+                              cost_model="xgb", measure_callbacks=callbacks,
+                              task_scheduler="round-robin" if round_robin else "gradient")
+            except RuntimeError as e:
+                if _SAMPLING_CRASH not in str(e) or crashes >= MAX_CRASHES:
+                    raise
+                crashes += 1
+                print(f"{label}: MetaSchedule failed while sampling schedules (TVM bug: '{_SAMPLING_CRASH} in "
+                      f"the IRModule'); resuming from the database ({crashes} so far)", file=sys.stderr, flush=True)
+                db = _db(db_dir)
+                continue
+            finally:
+                if side:
+                    with _log_lock(lock):
+                        merged = merge_new_records(db_dir, log_dir, merged)
+            if count_records(db_dir) == before:   # every task's search space is used up
+                break
+        return {"tasks": len(tasks), "trials": state["done"], "crashes": crashes,
+                "best_ms": {k: round(v * 1e3, 4) for k, v in sorted(state["best"].items())}}
+    except Exception as e:
+        if not in_job:
+            raise
+        return {"error": f"{label}: {type(e).__name__}: {e}"}

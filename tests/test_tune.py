@@ -59,6 +59,49 @@ def test_tune_writes_a_log_the_build_applies_and_that_resumes(doit, tmp_path):
     assert json.load(open(doit.path("tiny", "report.json")))["passed"] is True
 
 
+def test_jobs_tune_side_by_side_and_every_record_lands_in_the_log_under_its_workload(doit):
+    make_tiny_onnx(os.path.join(doit.decls, "tiny.onnx"))
+    doit.declare("tiny.py", "from pipeline.dsl import model\nmodel('tiny', onnx='tiny.onnx', tune_trials=12)\n")
+    log = os.path.join(doit.decls, "tiny.tuning")
+
+    def per_task():
+        """record count per workload (by its TVMScript), through the log's own workload table"""
+        from tvm.s_tir import meta_schedule as ms
+
+        db = ms.database.JSONDatabase(path_workload=os.path.join(log, "database_workload.json"),
+                                      path_tuning_record=os.path.join(log, "database_tuning_record.json"))
+        return Counter(r.workload.mod.script() for r in db.get_all_tuning_records())
+
+    # an empty log: each job's scratch database numbers its workloads from 0, and the merge
+    # must re-index them to the log's
+    first = doit("tune:tiny", "--jobs", "2")
+    assert "2 jobs side by side" in first.stderr
+    assert "tune[job 1/2]: " in first.stderr and "tune[job 2/2]: " in first.stderr
+    counts = per_task()
+    workloads = [json.loads(line) for line in open(os.path.join(log, "database_workload.json")) if line.strip()]
+    assert sum(counts.values()) >= 10 and len(workloads) == len(counts) >= 2, (counts, len(workloads))
+    assert len({w[0] for w in workloads}) == len(workloads)          # no workload twice
+
+    # resumed from a copy of the log, the new records join it; with --fresh, from empty scratch
+    n = sum(counts.values())
+    doit("tune:tiny", "--trials", str(n + 8), "--jobs", "2")
+    doit("tune:tiny", "--trials", str(n + 16), "--jobs", "2", "--fresh")
+    after = per_task()
+    assert sum(after.values()) >= n + 14 and set(after) == set(counts), (counts, after)
+    assert not os.path.exists(os.path.join(log, "database_workload.json.tmp"))
+    doit("build:tiny")
+    assert tuned_info(doit)["records"] == sum(after.values())
+    assert json.load(open(doit.path("tiny", "report.json")))["passed"] is True
+
+
+def test_split_tasks_deals_the_costliest_first_to_each_job_in_turn():
+    from pipeline.tune import split_tasks
+
+    assert split_tasks(["a", "b", "c", "d", "e"], 2) == [["a", "c", "e"], ["b", "d"]]
+    assert split_tasks(["a"], 4) == [["a"]]
+    assert split_tasks(["a", "b"], 1) == [["a", "b"]]
+
+
 def test_focus_picks_the_costliest_tasks_untuned_first():
     from math import inf
 
