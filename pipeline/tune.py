@@ -68,9 +68,43 @@ def _link(clang, wasm_ld, objects: list[str], out: str) -> None:
         raise RuntimeError(f"linking the measurement module failed: {res.stderr.strip()[-2000:]}")
 
 
-def make_builder(work_dir: str, clang, wasm_ld):
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+BUILD_TIMEOUT_S = 120.0   # a candidate whose compile takes longer is dropped (seen: a Winograd
+                          # schedule that LLVM was still compiling after 15 minutes)
+
+
+class _Export:
+    """MetaSchedule's ``f_export`` for a wasm candidate: the compiled kernel's object, linked
+    with the measurement module; returns the module's path. An object (picklable, by module)
+    because it runs in the builder's worker processes."""
+
+    def __init__(self, work_dir: str, bench_o: str, clang, wasm_ld):
+        self.work_dir, self.bench_o, self.clang, self.wasm_ld = work_dir, bench_o, clang, wasm_ld
+
+    def __call__(self, lib) -> str:
+        d = tempfile.mkdtemp(prefix="cand-", dir=self.work_dir)
+        try:
+            obj = os.path.join(d, "kernel.o")
+            lib.write_to_file(obj)
+            wasm = os.path.join(d, "candidate.wasm")
+            _link(self.clang, self.wasm_ld, [self.bench_o, obj], wasm)
+            return wasm
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)
+            raise
+
+
+def _build_candidate(mod, target, _params):
+    """MetaSchedule's ``f_build``: a candidate -> a wasm32 system-lib kernel (TVM's LLVM)."""
+    import tvm
+
+    return tvm.tirx.build(mod.with_attr("system_lib_prefix", ""), target=target)
+
+
+def make_builder(work_dir: str, clang, wasm_ld, workers: int = 1, timeout_s: float = BUILD_TIMEOUT_S):
+    """Candidate -> wasm32 object -> measurement module, in ``workers`` worker processes
+    (MetaSchedule's LocalBuilder): a candidate that fails to build is a data point, and one
+    that takes longer than ``timeout_s`` is killed, instead of stalling the run."""
+    from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
     bench_o = os.path.join(work_dir, "wasmforge_bench.o")
     os.makedirs(work_dir, exist_ok=True)
@@ -78,30 +112,8 @@ def make_builder(work_dir: str, clang, wasm_ld):
     res = subprocess.run(argv, capture_output=True, text=True)
     if res.returncode != 0:
         raise StageError(STAGE, "wasmforge_bench.c", f"compiling the measurement module failed: {res.stderr[-2000:]}")
-
-    @derived_object
-    class WasmBuilder(PyBuilder):
-        """Candidate -> wasm32 object (TVM's LLVM) -> measurement module (wasm-ld)."""
-
-        def build(self, build_inputs):
-            import tvm
-
-            results = []
-            for inp in build_inputs:
-                d = tempfile.mkdtemp(prefix="cand-", dir=work_dir)
-                try:
-                    lib = tvm.tirx.build(inp.mod.with_attr("system_lib_prefix", ""), target=inp.target)
-                    obj = os.path.join(d, "kernel.o")
-                    lib.write_to_file(obj)
-                    wasm = os.path.join(d, "candidate.wasm")
-                    _link(clang, wasm_ld, [bench_o, obj], wasm)
-                    results.append(BuilderResult(wasm, None))
-                except Exception as e:  # a candidate that fails to build is a data point, not a crash
-                    shutil.rmtree(d, ignore_errors=True)
-                    results.append(BuilderResult(None, f"{type(e).__name__}: {str(e)[-1500:]}"))
-            return results
-
-    return WasmBuilder()
+    return LocalBuilder(max_workers=max(1, workers), timeout_sec=timeout_s, f_build=_build_candidate,
+                        f_export=_Export(work_dir, bench_o, clang, wasm_ld))
 
 
 def describe_args(args_info) -> bytes:
@@ -398,6 +410,7 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
                trials_per_iter=trials_per_iter, fresh=fresh, chunk=chunk, round_robin=bool(focus), already=already,
                lock=os.path.join(work_dir, ".log.lock"))
     groups = split_tasks(names, max(1, jobs))
+    job["build_workers"] = max(1, (os.cpu_count() or 1) // len(groups))
     t0 = time.perf_counter()
     if len(groups) == 1:
         results = [_tune_group(groups[0], budget, work_dir, seed, "tune", side=fresh, extracted=extracted, **job)]
@@ -427,8 +440,8 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
 
 def _tune_group(names: list[str], budget: int, work_dir: str, seed: int, label: str, *, module_json: str,
                 p: relax_build.BuildParams, log_dir: str, clang, wasm_ld, trials_per_iter: int, fresh: bool,
-                chunk: int, round_robin: bool, already: int, lock: str, side: bool, in_job: bool = False,
-                extracted=None) -> dict:
+                chunk: int, round_robin: bool, already: int, lock: str, build_workers: int, side: bool,
+                in_job: bool = False, extracted=None) -> dict:
     """Tune the tasks ``names`` for ``budget`` trials. ``side``: in a scratch database under
     ``work_dir`` (seeded with the log unless ``fresh``), its new records added to the log after
     every chunk (holding the file lock ``lock``); otherwise straight into the log. ``in_job``
@@ -459,7 +472,8 @@ def _tune_group(names: list[str], budget: int, work_dir: str, seed: int, label: 
         callbacks = ms.measure_callback.MeasureCallback.create("default") + [progress]
         print(f"{label}: {len(tasks)} tasks, {budget} trials to go ({already} already in {log_dir})",
               file=sys.stderr, flush=True)
-        builder = make_builder(os.path.join(work_dir, "candidates"), clang, wasm_ld)
+        # builds use every core this job has (the runner measures one candidate at a time)
+        builder = make_builder(os.path.join(work_dir, "candidates"), clang, wasm_ld, workers=build_workers)
         runner = make_runner(Measurer())
         # in chunks: MetaSchedule writes a batch's records only when it returns to that task, so
         # a run that dies (the bug above) loses at most one chunk

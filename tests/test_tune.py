@@ -155,3 +155,28 @@ def test_a_record_applies_to_a_build_with_a_superset_of_its_features():
     assert target_compatible(build, build)
     assert not target_compatible(build, {**build, "mattr": ["+simd128"]})     # could use relaxed ops
     assert not target_compatible({**build, "mtriple": "x86_64-linux-gnu"}, build)
+
+
+def test_the_builder_makes_measurement_modules_and_kills_a_build_that_takes_too_long(tmp_path):
+    import toolchain
+    import tvm
+    from tvm import te
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+
+    from pipeline import relax_build, tune
+
+    a = te.placeholder((64, 64), name="a")
+    b = te.compute((64, 64), lambda i, j: a[i, j] * 2.0, name="b")
+    mod = tvm.IRModule({"main": te.create_prim_func([a, b])})
+    target = tvm.target.Target(tune.tune_target(relax_build.BuildParams()))
+    inputs = [BuilderInput(mod, target)] * 2
+
+    ok = tune.make_builder(str(tmp_path / "ok"), toolchain.clang(), toolchain.wasm_ld(), workers=2).build(inputs)
+    assert [r.error_msg for r in ok] == [None, None]
+    assert all(open(r.artifact_path, "rb").read(4) == b"\0asm" for r in ok)
+    assert len({r.artifact_path for r in ok}) == 2                     # one folder per candidate
+    assert tune.Measurer(repeat=1, min_repeat_ms=1).measure(ok[0].artifact_path, [
+        tvm.s_tir.meta_schedule.arg_info.TensorInfo("float32", [64, 64])] * 2)[0] > 0
+
+    slow = tune.make_builder(str(tmp_path / "slow"), toolchain.clang(), toolchain.wasm_ld(), timeout_s=0.05).build(inputs)
+    assert all(r.artifact_path is None and "Timeout" in r.error_msg for r in slow), [r.error_msg for r in slow]
