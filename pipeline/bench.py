@@ -178,9 +178,19 @@ def gflop(onnx_path: str) -> float:
     return 2 * macs / 1e9
 
 
+def profile_table(prof: dict) -> str:
+    """One row per kernel, slowest first: ms per inference, share of the kernels' sum, calls."""
+    total = sum(k["ms"] for k in prof["kernels"]) or 1.0
+    rows = [f"{'ms/run':>9} {'share':>6} {'calls':>5}  kernel"]
+    rows += [f"{k['ms']:9.2f} {100 * k['ms'] / total:5.1f}% {k['calls']:5d}  {k['kernel']}" for k in prof["kernels"]]
+    rows.append(f"{total:9.2f} in kernels; median run {prof['wall_ms']:.2f} ms wall ({prof['runs']} runs)")
+    return "\n".join(rows)
+
+
 def main(argv: list[str]) -> int:
-    """``python -m pipeline.bench <module.wasm> [--threads N] [--runs N]``: time one built
-    module alone (warm-up, then each run and the median and minimum), on seeded inputs."""
+    """``python -m pipeline.bench <module.wasm> [--threads N] [--runs N] [--profile]``: time
+    one built module alone (warm-up, then each run and the median and minimum), on seeded
+    inputs; ``--profile``: per kernel, its time per run inside the module."""
     import argparse
 
     from pipeline.host import WasmModel
@@ -190,9 +200,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("wasm")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--profile", action="store_true", help="time every kernel call inside the module")
     args = ap.parse_args(argv)
     with WasmModel(args.wasm, threads=args.threads) as m:
         x = seeded_inputs(m.inputs, 0)
+        if args.profile:
+            print(profile_table(m.profile(x, args.runs)))
+            return 0
         med, times = _median_ms(lambda: m.run(x), args.runs)
     print(f"{args.wasm}, {args.threads} thread(s): median {med:.1f} ms, min {min(times):.1f} ms, "
           f"runs {' '.join(f'{t:.0f}' for t in times)}")

@@ -278,6 +278,43 @@ class WasmModel:
         ptr = self._fn["wasmforge_last_error"](self.store)
         return ctypes.string_at(self._base() + ptr).decode("utf-8", "replace")
 
+    def profile(self, inputs, runs: int = 10) -> dict:
+        """Time every kernel call of ``runs`` inferences, after one untimed warm-up: the host
+        steps through the plan (``wasmforge_run_call``) and reads its own clock around each
+        call. Returns the median time of a whole run (``wall_ms``, by ``run``, for
+        comparison) and, per kernel, slowest first: its calls per inference and its
+        milliseconds per inference (``ms``), summed over its calls."""
+        import statistics
+        import time
+
+        ex = self.instance.exports(self.store)
+        if "wasmforge_run_call" not in ex:
+            raise ModelRuntimeError(f"{self.path}: the module exports no wasmforge_run_call "
+                                    "(built before profiling existed): rebuild it")
+        step = ex["wasmforge_run_call"]
+        n = ex["wasmforge_num_calls"](self.store)
+        names = [ctypes.string_at(self._base() + ex["wasmforge_call_kernel"](self.store, c)).decode()
+                 for c in range(n)]
+        self.run(inputs)
+        wall, per_call = [], [0.0] * n
+        for _ in range(runs):
+            t = time.perf_counter()
+            self.run(inputs)
+            wall.append((time.perf_counter() - t) * 1e3)
+            for c in range(n):
+                t = time.perf_counter()
+                rc = step(self.store, c)
+                per_call[c] += time.perf_counter() - t
+                if rc != 0:
+                    raise ModelRuntimeError(f"{self.path}: call {c} ({names[c]}) returned {rc}: {self.last_error()}")
+        kernels: dict[str, dict] = {}
+        for name, t in zip(names, per_call):
+            k = kernels.setdefault(name, {"kernel": name, "calls": 0, "ms": 0.0})
+            k["calls"] += 1
+            k["ms"] += t * 1e3 / runs
+        return {"runs": runs, "wall_ms": statistics.median(wall),
+                "kernels": sorted(kernels.values(), key=lambda k: -k["ms"])}
+
     def run(self, inputs) -> list[np.ndarray]:
         """Run one inference; returns the outputs in the module's order."""
         arrays = self._check(inputs)

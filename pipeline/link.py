@@ -28,7 +28,7 @@ RUNTIME_SOURCES = ("wasmforge_runtime.c", "wasmforge_ffi.c", "wasmforge_plan.h",
 OBJECTS = ("runtime.o", "executor.o", "weights.o")   # what run() compiles into <work>/
 EXPORTS = ("wasmforge_run", "wasmforge_num_inputs", "wasmforge_num_outputs", "wasmforge_input_ptr",
            "wasmforge_input_size", "wasmforge_output_ptr", "wasmforge_output_size",
-           "wasmforge_last_error")
+           "wasmforge_last_error", "wasmforge_num_calls", "wasmforge_call_kernel", "wasmforge_run_call")
 
 
 THREADS_EXPORTS = ("wasmforge_threads_prepare", "wasmforge_worker_stack", "wasmforge_worker",

@@ -67,3 +67,29 @@ def test_aot_cache_skips_compiling_and_gives_the_same_results(module, tmp_path):
 
     with pytest.raises(ValueError, match="default engine only"):
         WasmModel(module, engine=wasmtime.Engine(), aot_cache=str(tmp_path))
+
+
+def test_profile_times_every_kernel_call_of_the_plan_and_leaves_results_alone(module, tiny_build):
+    import json
+    from collections import Counter
+
+    x = np.random.default_rng(7).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    want = WasmModel(module).run(x)[0]
+    m = WasmModel(module)
+    prof = m.profile(x, runs=5)
+    plan = json.load(open(tiny_build.path("tiny", "executor", "plan.json")))
+    assert {k["kernel"]: k["calls"] for k in prof["kernels"]} == Counter(c["kernel"] for c in plan["calls"])
+    ms = [k["ms"] for k in prof["kernels"]]
+    assert ms == sorted(ms, reverse=True) and ms[0] > 0 and all(t >= 0 for t in ms)
+    assert prof["runs"] == 5 and prof["wall_ms"] > 0
+    np.testing.assert_array_equal(m.run(x)[0], want)       # profiling changes no result
+
+
+def test_bench_cli_prints_a_profile(module):
+    res = subprocess.run([sys.executable, "-m", "pipeline.bench", module, "--profile", "--runs", "3"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].split()[:3] == ["ms/run", "share", "calls"]
+    assert any("fused_conv2d" in line for line in lines[1:-1])
+    assert "in kernels; median run" in lines[-1]

@@ -33,6 +33,15 @@ void* wasmforge_output_ptr(uint32_t i);  /* NULL when i is out of range */
 uint32_t wasmforge_output_size(uint32_t i);
 const char* wasmforge_last_error(void);
 
+/* Stepping, for profilers: the run is wasmforge_num_calls() kernel calls in order;
+ * wasmforge_run_call(c) makes call c alone (0 on success) and wasmforge_call_kernel(c) names
+ * its kernel (NULL when c is out of range). Calls 0..n-1 in order compute what
+ * wasmforge_run() does, except that the outputs are not copied to wasmforge_output_ptr().
+ * The host times each call with its own clock: the module imports nothing for it. */
+uint32_t wasmforge_num_calls(void);
+const char* wasmforge_call_kernel(uint32_t c);
+int32_t wasmforge_run_call(uint32_t c);
+
 #ifdef __cplusplus
 }
 #endif

@@ -58,39 +58,45 @@ static int wf_prepare(const wf_plan* p) {
   return 0;
 }
 
+/* Call c of the plan: its kernel on its arguments. */
+static int wf_call_kernel(const wf_plan* p, uint32_t c, TVMFFIAny* argv) {
+  const wf_call* call = &p->calls[c];
+  for (uint32_t a = 0; a < call->num_args; ++a) {
+    const wf_arg* arg = &p->args[call->first_arg + a];
+    TVMFFIAny* v = &argv[a];
+    v->zero_padding = 0;
+    if (arg->kind == WF_ARG_TENSOR) {
+      v->type_index = kTVMFFIDLTensorPtr;
+      v->v_ptr = &p->dltensors[arg->tensor];
+    } else if (arg->kind == WF_ARG_INT) {
+      v->type_index = kTVMFFIInt;
+      v->v_int64 = arg->i;
+    } else {
+      v->type_index = kTVMFFIFloat;
+      v->v_float64 = arg->f;
+    }
+  }
+  TVMFFIAny result;
+  memset(&result, 0, sizeof(result));
+  result.type_index = kTVMFFINone;
+  wf_error[0] = '\0';
+  int rc = ((wf_kernel_fn)p->kernel_ptrs[call->kernel])(NULL, argv, (int32_t)call->num_args, &result);
+  if (rc != 0) {
+    char detail[sizeof(wf_error)];
+    memcpy(detail, wf_error, sizeof(detail));
+    wf_set_error("kernel '%s' (call %u of %u) failed: %s", p->kernel_names[call->kernel], c + 1,
+                 p->num_calls, detail[0] ? detail : "no message");
+  }
+  return rc;
+}
+
 int32_t WF_EXPORT(wasmforge_run)(void) {
   const wf_plan* p = &wasmforge_plan;
   if (!wf_ready && wf_prepare(p) != 0) return -1;
   TVMFFIAny argv[p->max_call_args ? p->max_call_args : 1];
   for (uint32_t c = 0; c < p->num_calls; ++c) {
-    const wf_call* call = &p->calls[c];
-    for (uint32_t a = 0; a < call->num_args; ++a) {
-      const wf_arg* arg = &p->args[call->first_arg + a];
-      TVMFFIAny* v = &argv[a];
-      v->zero_padding = 0;
-      if (arg->kind == WF_ARG_TENSOR) {
-        v->type_index = kTVMFFIDLTensorPtr;
-        v->v_ptr = &p->dltensors[arg->tensor];
-      } else if (arg->kind == WF_ARG_INT) {
-        v->type_index = kTVMFFIInt;
-        v->v_int64 = arg->i;
-      } else {
-        v->type_index = kTVMFFIFloat;
-        v->v_float64 = arg->f;
-      }
-    }
-    TVMFFIAny result;
-    memset(&result, 0, sizeof(result));
-    result.type_index = kTVMFFINone;
-    wf_error[0] = '\0';
-    int rc = ((wf_kernel_fn)p->kernel_ptrs[call->kernel])(NULL, argv, (int32_t)call->num_args, &result);
-    if (rc != 0) {
-      char detail[sizeof(wf_error)];
-      memcpy(detail, wf_error, sizeof(detail));
-      wf_set_error("kernel '%s' (call %u of %u) failed: %s", p->kernel_names[call->kernel], c + 1,
-                   p->num_calls, detail[0] ? detail : "no message");
-      return rc;
-    }
+    int rc = wf_call_kernel(p, c, argv);
+    if (rc != 0) return rc;
   }
   for (uint32_t o = 0; o < p->num_outputs; ++o) {
     const wf_io* out = &p->outputs[o];
@@ -98,6 +104,26 @@ int32_t WF_EXPORT(wasmforge_run)(void) {
     if ((uint8_t*)src->data != out->data) memcpy(out->data, src->data, out->nbytes);
   }
   return 0;
+}
+
+/* ------------------------------------------------------ stepping, for profilers */
+
+uint32_t WF_EXPORT(wasmforge_num_calls)(void) { return wasmforge_plan.num_calls; }
+
+const char* WF_EXPORT(wasmforge_call_kernel)(uint32_t c) {
+  const wf_plan* p = &wasmforge_plan;
+  return c < p->num_calls ? p->kernel_names[p->calls[c].kernel] : NULL;
+}
+
+int32_t WF_EXPORT(wasmforge_run_call)(uint32_t c) {
+  const wf_plan* p = &wasmforge_plan;
+  if (!wf_ready && wf_prepare(p) != 0) return -1;
+  if (c >= p->num_calls) {
+    wf_set_error("call %u out of range: the plan has %u calls", c, p->num_calls);
+    return -1;
+  }
+  TVMFFIAny argv[p->max_call_args ? p->max_call_args : 1];
+  return wf_call_kernel(p, c, argv);
 }
 
 /* ------------------------------------------------------ I/O addresses */
