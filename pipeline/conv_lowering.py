@@ -1,6 +1,7 @@
 """How the relax_build stage lowers convolutions: a blocked layout, and Winograd for 3x3.
 
-**Blocked layout**: NCHW[b]c activations, OIHW[b]i[b]o weights. With NCHW, a convolution
+**Blocked layout**: NCHW[b]c activations, OIHW[b]i[b]o weights (a first convolution with
+fewer than ``b`` input channels reads NCHW[c]c, all its channels as one block). With NCHW, a convolution
 can vectorize only along the image width: stride-2 and 1x1 convolutions then load strided
 or short vectors. In the blocked layout the innermost axis of the output, and of the
 weights, is ``b`` consecutive output channels, so each input value is broadcast once and
@@ -41,6 +42,12 @@ def blockable(in_channels: int, out_channels: int, groups: int, block: int) -> b
     return block > 0 and groups == 1 and in_channels % block == 0 and out_channels % block == 0
 
 
+def stem_blockable(in_channels: int, out_channels: int, groups: int, block: int) -> bool:
+    """A convolution with fewer input channels than a block (a network's first, on RGB)
+    takes all its input channels as one block, NCHW<in>c, and whole output blocks."""
+    return block > 0 and groups == 1 and in_channels < block and out_channels % block == 0
+
+
 def winograd_ok(kernel: tuple[int, int], strides, dilation, groups: int, in_channels: int,
                 out_channels: int) -> bool:
     return (tuple(kernel) == (3, 3) and all(int(s) == 1 for s in strides) and all(int(d) == 1 for d in dilation)
@@ -63,11 +70,14 @@ def _choose(block: int, winograd: bool):
             return {}
         a = call.attrs
         in_ch, out_ch = _shape(call.args[0])[1], _shape(call.args[1])[0]
-        ok = (a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and not (winograd and _winograd_call(call))
-              and blockable(in_ch, out_ch, int(a.groups), block))
+        plain = a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and not (winograd and _winograd_call(call))
+        if plain and blockable(in_ch, out_ch, int(a.groups), block):
+            return {OP: layouts(block)}
+        if plain and stem_blockable(in_ch, out_ch, int(a.groups), block):
+            return {OP: [f"NCHW{in_ch}c", f"OIHW{in_ch}i{block}o", f"NCHW{block}c"]}
         # a convolution left out must say NCHW explicitly: with no entry, ConvertLayout would
         # try to keep its producer's blocked layout and fail
-        return {OP: layouts(block if ok else 0)}
+        return {OP: layouts(0)}
     return choose
 
 
@@ -173,8 +183,8 @@ def legalizer(winograd: bool):
         import tvm
 
         a = call.attrs
-        m = _BLOCKED.fullmatch(str(a.data_layout))
-        if m and str(a.out_layout) == str(a.data_layout) and str(a.kernel_layout) == f"OIHW{m.group(1)}i{m.group(1)}o":
+        bi, bo = _BLOCKED.fullmatch(str(a.data_layout)), _BLOCKED.fullmatch(str(a.out_layout))
+        if bi and bo and str(a.kernel_layout) == f"OIHW{bi.group(1)}i{bo.group(1)}o":
             return bb.call_te(conv2d_nchwc, call.args[0], call.args[1], a.strides, a.padding, a.dilation,
                               primfunc_name_hint="conv2d_NCHWc")
         if (winograd and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW" and str(a.out_layout) == "NCHW"

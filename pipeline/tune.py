@@ -385,8 +385,11 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
     (``split_tasks``) and of the budget, each measuring on its own core. Each searches in a
     scratch database (a copy of the log, or empty with ``fresh``) and adds its new records to
     the log after every chunk, under a lock: a killed run keeps what its jobs had added."""
-    if repair_log(log_dir):
-        print(f"tune: dropped a half-written record from {log_dir} (a killed run); resuming", file=sys.stderr)
+    lock = os.path.join(work_dir, ".log.lock")
+    os.makedirs(work_dir, exist_ok=True)
+    with _log_lock(lock):     # a job of another run may be adding to the log right now
+        if repair_log(log_dir):
+            print(f"tune: dropped a half-written record from {log_dir} (a killed run); resuming", file=sys.stderr)
     already = count_records(log_dir)
     budget = trials - already
     if budget <= 0:
@@ -408,7 +411,7 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
     os.makedirs(work_dir, exist_ok=True)
     job = dict(module_json=module_json, p=p, log_dir=log_dir, clang=clang, wasm_ld=wasm_ld,
                trials_per_iter=trials_per_iter, fresh=fresh, chunk=chunk, round_robin=bool(focus), already=already,
-               lock=os.path.join(work_dir, ".log.lock"))
+               lock=lock)
     groups = split_tasks(names, max(1, jobs))
     job["build_workers"] = max(1, (os.cpu_count() or 1) // len(groups))
     t0 = time.perf_counter()
