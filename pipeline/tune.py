@@ -3,9 +3,9 @@ in-process wasmtime runner.
 
 MetaSchedule's stock runners time candidates over RPC, and a WASI module cannot host an RPC
 server (no sockets); timing on the host's native CPU would tune for the wrong machine code.
-So each candidate is compiled for the wasm32 target, linked with the measurement module
-(``runtime/wasmforge_bench.c``) into a tiny WASI reactor, instantiated in wasmtime in this
-very process and timed there (warm-up, then the median of ``repeat`` timings of enough calls
+So each candidate is compiled for the wasm32 target and linked with the measurement module
+(``runtime/wasmforge_bench.c``) into a tiny WASI reactor, in builder worker processes (one
+per core, with a timeout), then instantiated in wasmtime in this very process and timed there (warm-up, then the median of ``repeat`` timings of enough calls
 to last ``min_repeat_ms``).
 
 The result is MetaSchedule's JSON database (workloads and tuning records) in the model's
