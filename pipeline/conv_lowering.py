@@ -1,16 +1,16 @@
 """How the relax_build stage lowers convolutions: a blocked layout, and Winograd for 3x3.
 
 **Blocked layout**: NCHW[b]c activations, OIHW[b]i[b]o weights (a first convolution with
-fewer than ``b`` input channels reads NCHW[c]c, all its channels as one block). With NCHW, a convolution
-can vectorize only along the image width: stride-2 and 1x1 convolutions then load strided
-or short vectors. In the blocked layout the innermost axis of the output, and of the
-weights, is ``b`` consecutive output channels, so each input value is broadcast once and
-multiplied into whole weight vectors, and the ``b`` x ``b`` weight block one step of the
-reduction reads is contiguous (TVM's x86 NCHWc layout). ``ConvertLayout`` re-lays every
-convolution that qualifies (``blockable``) and carries the layout through the elementwise
-ops, pools and adds between them; a layout transform appears only where a run of blocked
-ops begins or ends. ``conv2d_nchwc`` computes it with one reduction axis per loop a
-schedule may want to split, and no index division for MetaSchedule to see through.
+fewer than ``b`` input channels reads NCHW[c]c, all its channels as one block). With NCHW,
+a convolution can vectorize only along the image width: stride-2 and 1x1 convolutions then
+load strided or short vectors. In the blocked layout the innermost axis of the output, and
+of the weights, is ``b`` consecutive output channels, so each input value is broadcast
+once and multiplied into whole weight vectors, and the ``b`` x ``b`` weight block one step
+of the reduction reads is contiguous (TVM's x86 NCHWc layout). ``ConvertLayout`` re-lays
+every convolution that qualifies (``blockable``) and carries the layout through the
+elementwise ops, pools and adds between them; a layout transform appears only where a run
+of blocked ops begins or ends. ``conv2d_nchwc`` computes it with one reduction axis per
+loop a schedule may want to split, and no index division for MetaSchedule to see through.
 
 **Winograd** F(4x4, 3x3) for 3x3 stride-1 convolutions (``winograd_ok``): 36 multiplies per
 4x4 output tile and input channel instead of 144. They stay NCHW and are lowered to TOPI's
@@ -31,9 +31,13 @@ WINOGRAD_TILE = 4            # F(4x4, 3x3): alpha = 6
 WINOGRAD_MIN_CHANNELS = 16   # below this the transforms cost more than the multiplies saved
 
 
-def layouts(block: int) -> list[str]:
-    """ConvertLayout's desired layouts (data, weight, output) for a channel block."""
-    return [f"NCHW{block}c", f"OIHW{block}i{block}o", f"NCHW{block}c"] if block else ["NCHW", "OIHW", "NCHW"]
+def layouts(block: int, in_block: int | None = None) -> list[str]:
+    """ConvertLayout's desired layouts (data, weight, output) for a channel block; the input
+    channels' block is ``in_block`` when it differs (``stem_blockable``)."""
+    if not block:
+        return ["NCHW", "OIHW", "NCHW"]
+    ib = in_block or block
+    return [f"NCHW{ib}c", f"OIHW{ib}i{block}o", f"NCHW{block}c"]
 
 
 def blockable(in_channels: int, out_channels: int, groups: int, block: int) -> bool:
@@ -74,7 +78,7 @@ def _choose(block: int, winograd: bool):
         if plain and blockable(in_ch, out_ch, int(a.groups), block):
             return {OP: layouts(block)}
         if plain and stem_blockable(in_ch, out_ch, int(a.groups), block):
-            return {OP: [f"NCHW{in_ch}c", f"OIHW{in_ch}i{block}o", f"NCHW{block}c"]}
+            return {OP: layouts(block, in_block=in_ch)}
         # a convolution left out must say NCHW explicitly: with no entry, ConvertLayout would
         # try to keep its producer's blocked layout and fail
         return {OP: layouts(0)}

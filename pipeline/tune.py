@@ -379,7 +379,7 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
 
     ``fresh``: search from scratch instead of from the log's best schedules (the evolutionary
     search otherwise starts from them, and can stay near them), in a scratch database whose
-    records are added to the log at the end; the build keeps the best record per kernel.
+    records are added to the log after every chunk; the build keeps the best record per kernel.
 
     ``jobs`` > 1: that many tuning processes side by side, each on its own share of the tasks
     (``split_tasks``) and of the budget, each measuring on its own core. Each searches in a
@@ -408,7 +408,6 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
         names = focus_tasks(cost, focus, work)
         print("tune: focus on " + ", ".join(f"{n} ({cost[n]:.1f} ms)" for n in names), file=sys.stderr, flush=True)
     os.makedirs(log_dir, exist_ok=True)
-    os.makedirs(work_dir, exist_ok=True)
     job = dict(module_json=module_json, p=p, log_dir=log_dir, clang=clang, wasm_ld=wasm_ld,
                trials_per_iter=trials_per_iter, fresh=fresh, chunk=chunk, round_robin=bool(focus), already=already,
                lock=lock)
