@@ -87,6 +87,16 @@ def task_validate():
     yield from _stage_tasks("validate")
 
 
+def task_relax_build_threads():
+    """the threads variant's kernels, with its own tuning log first (models that have one)"""
+    yield from _stage_tasks("relax_build_threads")
+
+
+def task_emit_threads():
+    """the threads variant's kernels -> wasm32 object (models with a threads tuning log)"""
+    yield from _stage_tasks("emit_threads")
+
+
 def task_link_threads():
     """the threads variant: shared imported memory, atomics, a worker entry point"""
     yield from _stage_tasks("link_threads")
@@ -135,10 +145,10 @@ def task_cache_trim():
             "uptodate": [False], "verbosity": 2}
 
 
-def _tune_cmd(name, trials, focus, jobs, fresh):
+def _tune_cmd(name, trials, focus, jobs, threads, fresh):
     return (f"{shlex.quote(sys.executable)} -m pipeline tune {name}" + (f" --trials {trials}" if trials else "")
             + (f" --focus {focus}" if focus else "") + (f" --jobs {jobs}" if jobs > 1 else "")
-            + (" --fresh" if fresh else ""))
+            + (f" --threads {threads}" if threads > 1 else "") + (" --fresh" if fresh else ""))
 
 
 def task_tune():
@@ -155,6 +165,10 @@ def task_tune():
                           {"name": "jobs", "long": "jobs", "type": int, "default": 1,
                            "help": "tuning processes side by side, one per core, each on its "
                                    "share of the kernels (default: 1)"},
+                          {"name": "threads", "long": "threads", "type": int, "default": 1,
+                           "help": "tune the threads variant's own kernels, for T cores and measured "
+                                   "on T threads, into models/<name>.threads.tuning/ (default: 1: the "
+                                   "one-thread log)"},
                           {"name": "fresh", "long": "fresh", "type": bool, "default": False,
                            "help": "search from scratch, not from the log's best schedules; "
                                    "the new records are added to the log"}],

@@ -13,21 +13,23 @@ from toolchain import ToolchainError
 
 
 def main(argv: list[str]) -> int:
-    trials = focus = jobs = None
+    trials = focus = jobs = threads = None
     fresh = "--fresh" in argv
     argv = [a for a in argv if a != "--fresh"]
-    while len(argv) >= 4 and argv[-2] in ("--trials", "--focus", "--jobs") and argv[-1].isdigit():
+    while len(argv) >= 4 and argv[-2] in ("--trials", "--focus", "--jobs", "--threads") and argv[-1].isdigit():
         if argv[-2] == "--trials":
             trials = int(argv[-1])
         elif argv[-2] == "--focus":
             focus = int(argv[-1])
+        elif argv[-2] == "--threads":
+            threads = int(argv[-1])
         else:
             jobs = int(argv[-1])
         argv = argv[:-2]
     if len(argv) != 2:
         print("usage: python -m pipeline <stage> <model>\n"
               "       python -m pipeline bench <model>\n"
-              "       python -m pipeline tune <model> [--trials N] [--focus K] [--jobs J] [--fresh]\n"
+              "       python -m pipeline tune <model> [--trials N] [--focus K] [--jobs J] [--threads T] [--fresh]\n"
               "       python -m pipeline publish <model>\n"
               f"  stages: {', '.join(stages.STAGES)}", file=sys.stderr)
         return 2
@@ -53,6 +55,9 @@ def main(argv: list[str]) -> int:
             for pkg in ("apache-tvm", "apache-tvm-ffi", "onnx", "onnxruntime", "wasmtime"):
                 tools[pkg] = toolchain.python_package(pkg)
             tuning = {os.path.basename(f): cache.file_sha256(f) for f in relax_build.tuning_files(m.tuning_dir())}
+            # the threads variant's own log, when the model has one
+            tuning.update({f"threads/{os.path.basename(f)}": cache.file_sha256(f)
+                           for f in relax_build.tuning_files(m.threads_tuning_dir())})
             from pipeline import link
 
             objects = [p.stage("link", "obj", o) for o in link.OBJECTS] + [p.stage("emit", "kernels.o")]
@@ -67,10 +72,13 @@ def main(argv: list[str]) -> int:
             from pipeline import tune
 
             p = stages.Paths(m)
-            result = tune.run(p.stage("import", "model.json"), stages.params(m)["relax_build"], m.tuning_dir(),
-                              p.stage("tune"), trials if trials else m.tune_trials,
+            threads = threads or 1
+            # the threads variant's kernels: their own log, seeded from the one-thread log
+            log, work = (m.tuning_dir(), "tune") if threads == 1 else (m.threads_tuning_dir(), "tune_threads")
+            result = tune.run(p.stage("import", "model.json"), stages.params(m)["relax_build"], log,
+                              p.stage(work), trials if trials else m.tune_trials,
                               toolchain.clang(), toolchain.wasm_ld(), focus=focus or 0, fresh=fresh,
-                              jobs=jobs or 1)
+                              jobs=jobs or 1, threads=threads, seed_log=m.tuning_dir() if threads > 1 else "")
             print(f"{name}: tune done: {result}", file=sys.stderr)
             return 0
         if stage not in stages.STAGES:

@@ -90,6 +90,13 @@ class Model:
     def tuning_dir(self) -> str:
         return self.tuning_log
 
+    def threads_tuning_dir(self) -> str:
+        """The threads variant's own tuning log, beside the one-thread log: schedules tuned for
+        and measured on several cores (``doit tune:<name> --threads 2``), e.g.
+        ``models/resnet50.threads.tuning/`` beside ``models/resnet50.tuning/``."""
+        base = self.tuning_log[:-len(".tuning")] if self.tuning_log.endswith(".tuning") else self.tuning_log
+        return base + ".threads.tuning"
+
 
 REGISTRY: dict[str, Model] = {}
 

@@ -70,6 +70,56 @@ def shared_memory(engine, limits):
     return _SharedMemory(engine, wasmtime.MemoryType(limits, shared=True))
 
 
+def start_workers(ex, store, n: int, instantiate, errors: list, stack=None,
+                  last_error=lambda: "") -> list[threading.Thread]:
+    """Start ``n`` worker threads for the threads-variant instance whose exports are ``ex``
+    (in ``store``, already ``_initialize``d): each instantiates the module again in its own
+    ``Store`` (``instantiate() -> (store, instance)``, importing the same shared memory) and
+    serves parallel loops in ``wasmforge_worker`` until ``stop_workers``. Returns once every
+    worker has attached; a worker's exception lands in ``errors``. ``stack(id)``: a worker's
+    initial stack pointer (default: the module's ``wasmforge_worker_stack``)."""
+    if ex["wasmforge_threads_prepare"](store, n) != 0:
+        raise ModelRuntimeError(f"wasmforge_threads_prepare({n}): {last_error()}")
+    workers = []
+    for wid in range(1, n + 1):
+        top = stack(wid) if stack else ex["wasmforge_worker_stack"](store, wid)
+
+        def serve(wid=wid, top=top):
+            wstore = instance = None
+            try:
+                # its own instance: a Store is not to be shared between threads; never
+                # _initialize it, the constructors ran once, in the first instance
+                wstore, instance = instantiate()
+                instance.exports(wstore)["wasmforge_worker"](wstore, wid, top)
+            except BaseException as e:   # reported by the thread that waits for it
+                errors.append(e)
+                if instance is not None:   # a trap mid-task: release the launching thread
+                    try:
+                        instance.exports(wstore)["wasmforge_threads_worker_died"](wstore)
+                    except BaseException as e2:   # (it touches no stack: should not happen)
+                        errors.append(e2)
+
+        t = threading.Thread(target=serve, name=f"wasmforge-worker-{wid}", daemon=True)
+        t.start()
+        workers.append(t)
+    deadline = time.monotonic() + WORKER_ATTACH_TIMEOUT_S
+    attached = ex["wasmforge_threads_attached"]
+    while attached(store) != n:   # a launch must see every worker, or none
+        if errors or time.monotonic() > deadline:
+            stop_workers(ex, store, workers)
+            why = errors[0] if errors else f"timed out after {WORKER_ATTACH_TIMEOUT_S} s"
+            raise ModelRuntimeError(f"starting {n} worker threads failed: {why}")
+        time.sleep(0.001)
+    return workers
+
+
+def stop_workers(ex, store, workers: list[threading.Thread]) -> None:
+    """Ask the workers to return from ``wasmforge_worker``, and join them."""
+    ex["wasmforge_threads_stop"](store)
+    for t in workers:
+        t.join()
+
+
 class ModelInputError(ValueError):
     """An input does not match the module's declared shape or dtype."""
 
@@ -148,45 +198,19 @@ class WasmModel:
         return store, linker.instantiate(store, self.module)
 
     def _start_workers(self, wasmtime, ex, n: int) -> None:
-        if ex["wasmforge_threads_prepare"](self.store, n) != 0:
-            raise ModelRuntimeError(f"{self.path}: wasmforge_threads_prepare({n}): {self.last_error()}")
-        for wid in range(1, n + 1):
-            stack = self._worker_stack(ex, wid)
+        try:
+            self._workers = start_workers(ex, self.store, n, lambda: self._instantiate(wasmtime), self._worker_errors,
+                                          stack=lambda wid: self._worker_stack(ex, wid), last_error=self.last_error)
+        except ModelRuntimeError as e:
+            raise ModelRuntimeError(f"{self.path}: {e}") from None
 
-            def serve(wid=wid, stack=stack):
-                store = instance = None
-                try:
-                    # its own instance: a Store is not to be shared between threads; never
-                    # _initialize it, the constructors ran once, in the first instance
-                    store, instance = self._instantiate(wasmtime)
-                    instance.exports(store)["wasmforge_worker"](store, wid, stack)
-                except BaseException as e:   # reported by the thread that waits for it
-                    self._worker_errors.append(e)
-                    if instance is not None:   # a trap mid-task: release the launching thread
-                        try:
-                            instance.exports(store)["wasmforge_threads_worker_died"](store)
-                        except BaseException as e2:   # (it touches no stack: should not happen)
-                            self._worker_errors.append(e2)
-
-            t = threading.Thread(target=serve, name=f"wasmforge-worker-{wid}", daemon=True)
-            t.start()
-            self._workers.append(t)
-        deadline = time.monotonic() + WORKER_ATTACH_TIMEOUT_S
-        attached = ex["wasmforge_threads_attached"]
-        while attached(self.store) != n:   # a launch must see every worker, or none
-            if self._worker_errors or time.monotonic() > deadline:
-                self.close()
-                why = self._worker_errors[0] if self._worker_errors else f"timed out after {WORKER_ATTACH_TIMEOUT_S} s"
-                raise ModelRuntimeError(f"{self.path}: starting {n} worker threads failed: {why}")
-            time.sleep(0.001)
+    def _worker_stack(self, ex, wid: int) -> int:
+        return ex["wasmforge_worker_stack"](self.store, wid)
 
     def _check_workers(self) -> None:
         if self._worker_errors:
             raise ModelRuntimeError(f"{self.path}: a worker thread failed, so this model instance cannot run "
                                     f"again (open a new one): {self._worker_errors[0]}")
-
-    def _worker_stack(self, ex, wid: int) -> int:
-        return ex["wasmforge_worker_stack"](self.store, wid)
 
     @property
     def worker_tasks(self) -> int:
@@ -198,9 +222,7 @@ class WasmModel:
     def close(self) -> None:
         """Stop and join the worker threads (a no-op with one thread)."""
         if self._workers:
-            self.instance.exports(self.store)["wasmforge_threads_stop"](self.store)
-            for t in self._workers:
-                t.join()
+            stop_workers(self.instance.exports(self.store), self.store, self._workers)
             self._workers = []
 
     def __enter__(self):

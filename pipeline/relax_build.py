@@ -132,31 +132,41 @@ def _target_id(tgt) -> dict:
     return {k: (sorted(str(x) for x in e[k]) if k == "mattr" else str(e[k])) for k in TARGET_KEYS if k in e}
 
 
-def load_tuning_log(logs: list[str], tgt, fused_mod) -> tuple[object, dict]:
+def load_tuning_log(logs: list[str], tgt, fused_mod, first: list[str] = ()) -> tuple[object, dict]:
     """The log's records usable for this build, in a memory database, and what was kept.
 
     Records made for another target are ignored with a warning saying which target; records
     whose workload is no kernel of this model (other shapes, another model) likewise.
+    ``first``: a log whose records win for every kernel it has (the threads variant's own
+    log); ``logs`` serves the kernels it lacks.
     """
     import sys
 
     from tvm.s_tir import meta_schedule as ms
 
-    src = ms.database.JSONDatabase(path_workload=logs[0], path_tuning_record=logs[1])
     want = _target_id(tgt)
     tasks = ms.relax_integration.extract_tasks(fused_mod, tgt)
     mem = ms.database.MemoryDatabase()
+    firsts = ms.database.MemoryDatabase()   # the workloads ``first`` has a record for
     kept = other_target = 0
     seen_targets = set()
-    for rec in src.get_all_tuning_records():
-        tid = _target_id(rec.target)
-        if not target_compatible(tid, want):
-            other_target += 1
-            seen_targets.add(str(tid))
+    for files, is_first in ((first, True), (logs, False)):
+        if not files:
             continue
-        mem.commit_workload(rec.workload.mod)
-        mem.commit_tuning_record(rec)
-        kept += 1
+        src = ms.database.JSONDatabase(path_workload=files[0], path_tuning_record=files[1])
+        for rec in src.get_all_tuning_records():
+            tid = _target_id(rec.target)
+            if not target_compatible(tid, want):
+                other_target += 1
+                seen_targets.add(str(tid))
+                continue
+            if is_first:
+                firsts.commit_workload(rec.workload.mod)
+            elif firsts.has_workload(rec.workload.mod):
+                continue   # the kernel's schedule comes from ``first``
+            mem.commit_workload(rec.workload.mod)
+            mem.commit_tuning_record(rec)
+            kept += 1
     tuned = [t.task_name for t in tasks if mem.query_tuning_record(t.dispatched[0], tgt, "main") is not None]
     kernels = ms.database.MemoryDatabase()
     for t in tasks:
@@ -165,32 +175,40 @@ def load_tuning_log(logs: list[str], tgt, fused_mod) -> tuple[object, dict]:
     info = {"records": kept + other_target, "kernels": len(tasks), "tuned_kernels": sorted(tuned),
             "ignored_other_target": other_target, "ignored_no_kernel": kept - matched}
     if other_target:
-        print(f"wasmforge: warning: {logs[1]}: {other_target} tuning records ignored: recorded for "
+        print(f"wasmforge: warning: {(logs or first)[1]}: {other_target} tuning records ignored: recorded for "
               f"{', '.join(sorted(seen_targets))}, this build targets {want}", file=sys.stderr)
     if kept - matched:
-        print(f"wasmforge: warning: {logs[1]}: {kept - matched} tuning records ignored: they match no "
+        print(f"wasmforge: warning: {(logs or first)[1]}: {kept - matched} tuning records ignored: they match no "
               "kernel of this model (recorded for other shapes or another model)", file=sys.stderr)
     return mem, info
 
 
-def run(module_json: str, log_dir: str, p: BuildParams, out: str) -> dict:
+def run(module_json: str, log_dir: str, p: BuildParams, out: str, threads_log_dir: str = "") -> dict:
+    """``threads_log_dir``: the threads variant's build (stage ``relax_build_threads``): that
+    log's schedules win over ``log_dir``'s, and ``out`` holds only the kernels (the Relax
+    ``main`` is the portable build's, the executor stage reads that one)."""
     import tvm
 
     with open(module_json) as f:
         mod = tvm.ir.load_json(f.read())
     tgt = target(p)
     logs = tuning_files(log_dir)
+    first = tuning_files(threads_log_dir) if threads_log_dir else []
     tuning = None
     try:
         with tgt:
             mod = tvm.transform.Sequential(fusion_passes(tgt, p))(mod)
-            if logs:
-                db, tuning = load_tuning_log(logs, tgt, mod)
+            if logs or first:
+                db, tuning = load_tuning_log(logs, tgt, mod, first)
                 with db, tvm.transform.PassContext(opt_level=3):
                     mod = tvm.transform.Sequential(tuning_passes(tgt, True))(mod)
             mod = tvm.transform.Sequential(lowering_passes(tgt))(mod)
     except (tvm.error.InternalError, RuntimeError, ValueError) as e:
         raise StageError(STAGE, module_json, f"TVM failed to lower the model: {str(e).strip().splitlines()[-1]}") from None
+    if threads_log_dir:
+        mod = tvm.IRModule({gv: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)},
+                           attrs=mod.attrs)
     cache.write_bytes(out, tvm.ir.save_json(mod).encode())
     kernels = sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
-    return {"kernels": kernels, "tuning_log": [os.path.basename(f) for f in logs], "tuning": tuning}
+    return {"kernels": kernels, "tuning_log": [os.path.basename(f) for f in logs], "tuning": tuning,
+            **({"threads_tuning_log": [os.path.basename(f) for f in first]} if threads_log_dir else {})}

@@ -27,8 +27,9 @@ from pipeline.errors import StageError
 from pipeline.remote import Remote
 
 STAGES = ("materialize", "import", "relax_build", "emit", "executor", "link", "opt", "validate",
-          "link_threads", "opt_threads", "validate_threads")
-THREADS = "_threads"   # the suffix of the threads variant's stages (link, opt, validate)
+          "relax_build_threads", "emit_threads", "link_threads", "opt_threads", "validate_threads")
+THREADS = "_threads"   # the suffix of the threads variant's stages (link, opt, validate; and
+                       # relax_build, emit when the model has a threads tuning log)
 VALIDATE_THREADS = 2   # threads the threads variant is validated with
 SCHEMA = 1   # bump to disown every cached result at once (Bazel's salt)
 
@@ -44,7 +45,7 @@ CODE = {
     "opt": ["opt.py", "wasmbin.py"],
     "validate": ["validate.py", "host.py", "wasmbin.py"],
 }
-CODE.update({f"{s}{THREADS}": CODE[s] for s in ("link", "opt", "validate")})
+CODE.update({f"{s}{THREADS}": CODE[s] for s in ("relax_build", "emit", "link", "opt", "validate")})
 
 
 def base_stage(name: str) -> tuple[str, bool]:
@@ -161,6 +162,8 @@ def graph(m: Model) -> list[Stage]:
     optimized = outs("opt", f"{m.name}.wasm")
     linked_mt = outs("link_threads", f"{m.name}.threads.linked.wasm")
     optimized_mt = outs("opt_threads", f"{m.name}.threads.wasm")
+    threads_tuning = {f"threads_tuning/{os.path.basename(f)}": f
+                      for f in relax_build.tuning_files(m.threads_tuning_dir())}
     stages = []
     if isinstance(m.source, Zoo):
         stages.append(mk("materialize", {"zoo": materialize.zoo_path(m.source.name)},
@@ -168,19 +171,32 @@ def graph(m: Model) -> list[Stage]:
                          {"params": asdict(pr["materialize"]), "tools": _py("onnx", "onnxruntime", "numpy")}))
     tuning = {f"tuning/{os.path.basename(f)}": f for f in relax_build.tuning_files(m.tuning_dir())}
     runtime = {f"runtime/{f}": os.path.join(link.RUNTIME_DIR, f) for f in link.RUNTIME_SOURCES}
+    build_config = {"params": asdict(pr["relax_build"]), "passes": relax_build.pass_names(pr["relax_build"]),
+                    "tools": tvm}
+    emit_config = {"params": asdict(pr["relax_build"]), "tools": tvm}
     stages += [
         mk("import", {"source": p.source}, imported,
            {"params": asdict(pr["import"]), "tools": tvm + _py("onnx")}),
-        mk("relax_build", {"import/model.json": imported["import/model.json"], **tuning}, lowered,
-           {"params": asdict(pr["relax_build"]), "passes": relax_build.pass_names(pr["relax_build"]), "tools": tvm}),
-        mk("emit", dict(lowered), outs("emit", "kernels.o"),
-           {"params": asdict(pr["relax_build"]), "tools": tvm}),
+        mk("relax_build", {"import/model.json": imported["import/model.json"], **tuning}, lowered, build_config),
+        mk("emit", dict(lowered), outs("emit", "kernels.o"), emit_config),
         mk("executor", {**lowered, "import/io.json": imported["import/io.json"]}, ex_files,
            {"tools": tvm}),
     ]
-    link_inputs = {"emit/kernels.o": p.stage("emit", "kernels.o"), "source": p.source,
-                   "import/io.json": imported["import/io.json"], **runtime,
-                   **{k: v for k, v in ex_files.items() if not k.endswith("plan.json")}}
+    # the threads variant's own kernels, from its own tuning log (schedules tuned for and
+    # measured on several cores), when the model has one; else it links the portable kernels
+    own_kernels = bool(threads_tuning)
+    if own_kernels:
+        kernels_mt = outs("relax_build_threads", "kernels.json")
+        stages += [
+            mk("relax_build_threads", {"import/model.json": imported["import/model.json"], **tuning, **threads_tuning},
+               kernels_mt, build_config),
+            mk("emit_threads", dict(kernels_mt), outs("emit_threads", "kernels.o"), emit_config),
+        ]
+    common = {"source": p.source, "import/io.json": imported["import/io.json"], **runtime,
+              **{k: v for k, v in ex_files.items() if not k.endswith("plan.json")}}
+    link_inputs = {"emit/kernels.o": p.stage("emit", "kernels.o"), **common}
+    kernels = "emit_threads/kernels.o" if own_kernels else "emit/kernels.o"
+    link_inputs_mt = {kernels: p.stage(kernels.split("/")[0], "kernels.o"), **common}
     link_tools = [toolchain.clang().identity(), toolchain.wasm_ld().identity()] + tvm
     opt_tools = [toolchain.wasm_opt().identity()]
     validate_config = {"seeds": list(m.seeds), "tolerance": asdict(m.tolerance),
@@ -190,12 +206,14 @@ def graph(m: Model) -> list[Stage]:
             (THREADS, linked_mt, optimized_mt, p.report_threads, p.published_threads, {})):
         stages += [
             # the portable variant's objects too: a release archives them (lib<model>.a)
-            mk(f"link{sfx}", link_inputs, {**lk, **objects},
+            mk(f"link{sfx}", link_inputs_mt if sfx else link_inputs, {**lk, **objects},
                {"params": asdict(pr[f"link{sfx}"]), "model": m.name, "target": pr["relax_build"].target_dict(),
                 "tools": link_tools}),
             mk(f"opt{sfx}", dict(lk), op, {"params": asdict(pr["opt"]), "tools": opt_tools}),
-            # the threads variant must give the validated portable module's exact bytes
-            mk(f"validate{sfx}", {**op, "source": p.source, **({"portable": p.published} if sfx else {})},
+            # the threads variant, when it runs the portable kernels, must give the validated
+            # portable module's exact bytes (its own kernels may sum in another order)
+            mk(f"validate{sfx}", {**op, "source": p.source,
+                                  **({"portable": p.published} if sfx and not own_kernels else {})},
                {os.path.basename(report): report, os.path.basename(published): published},
                {**validate_config, **({"threads": VALIDATE_THREADS} if sfx else {})}),
         ]
@@ -206,6 +224,7 @@ def metadata(m: Model, p: Paths, threads: bool = False) -> dict:
     """What the module says about itself, in its ``wasmforge.metadata`` custom section."""
     io = cache.read_json(p.stage("import", "io.json"))
     pr = params(m)
+    threads_log = [os.path.basename(f) for f in relax_build.tuning_files(m.threads_tuning_dir())]
     abi_threads = {"threads": {
         "memory": "imports env.memory (shared): the host creates it and gives it to every instance",
         "prepare": "wasmforge_threads_prepare(workers) on the first instance, after _initialize",
@@ -217,6 +236,7 @@ def metadata(m: Model, p: Paths, threads: bool = False) -> dict:
             "source": {"file": os.path.basename(p.source), "sha256": cache.file_sha256(p.source)},
             "build": {"target": pr["relax_build"].target_dict(), "system_lib": True,
                       "tuning_log": [os.path.basename(f) for f in relax_build.tuning_files(m.tuning_dir())],
+                      **({"threads_tuning_log": threads_log} if threads and threads_log else {}),
                       "tvm": toolchain.python_package("apache-tvm")["version"]},
             "abi": {"initialize": "_initialize", "run": "wasmforge_run",
                     "inputs": "wasmforge_input_ptr/wasmforge_input_size",
@@ -237,13 +257,16 @@ def execute(m: Model, st: Stage) -> dict:
         return importer.run(p.source, pr["import"], o["import/model.json"], o["import/io.json"])
     if name == "relax_build":
         return relax_build.run(st.inputs["import/model.json"], m.tuning_dir(), pr["relax_build"],
-                               o["relax_build/lowered.json"])
+                               *((o["relax_build_threads/kernels.json"], m.threads_tuning_dir()) if threads
+                                 else (o["relax_build/lowered.json"],)))
     if name == "emit":
-        return emit.run(st.inputs["relax_build/lowered.json"], pr["relax_build"], o["emit/kernels.o"])
+        src = "relax_build_threads/kernels.json" if threads else "relax_build/lowered.json"
+        return emit.run(st.inputs[src], pr["relax_build"], o[f"emit{sfx}/kernels.o"])
     if name == "executor":
         return executor.run(st.inputs["relax_build/lowered.json"], st.inputs["import/io.json"], p.stage("executor"))
     if name == "link":
-        return link.run(st.inputs["emit/kernels.o"], p.stage("executor"), metadata(m, p, threads),
+        kernels = st.inputs.get(f"emit{sfx}/kernels.o") or st.inputs["emit/kernels.o"]
+        return link.run(kernels, p.stage("executor"), metadata(m, p, threads),
                         pr[f"link{sfx}"], toolchain.clang(), toolchain.wasm_ld(),
                         o[f"link{sfx}/{m.name}{dot}.linked.wasm"], p.stage(f"link{sfx}", "obj"))
     if name == "opt":
@@ -252,13 +275,16 @@ def execute(m: Model, st: Stage) -> dict:
     if name == "validate":
         opt_result = cache.read_json(p.stage_json(f"opt{sfx}"))["result"]
         sizes = {"before_wasm_opt": opt_result["bytes_before"], "after_wasm_opt": opt_result["bytes_after"]}
-        files = {s: p.stage_json(s) for s in STAGES
-                 if base_stage(s)[0] != "validate" and (base_stage(s)[1] == threads or s not in ("link", "opt"))}
+        # the stages this variant's module was built by (the threads variant's: the portable
+        # stages up to the executor, then its own)
+        files = {s.name: p.stage_json(s.name) for s in graph(m)
+                 if base_stage(s.name)[0] != "validate" and (base_stage(s.name)[1] == threads
+                                                             or (threads and s.name not in ("link", "opt")))}
         report = validate.run(st.inputs[f"opt{sfx}/{m.name}{dot}.wasm"], p.source, m.seeds, m.tolerance, files,
                               sizes, p.published_threads if threads else p.published,
                               p.report_threads if threads else p.report,
                               threads=VALIDATE_THREADS if threads else 1,
-                              same_as=st.inputs["portable"] if threads else None)
+                              same_as=st.inputs.get("portable"))
         return {"passed": report["passed"]}
     raise ValueError(f"unknown stage {st.name!r}; stages: {', '.join(STAGES)}")
 

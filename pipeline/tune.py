@@ -28,13 +28,14 @@ from pipeline import link, relax_build
 from pipeline.errors import StageError
 
 STAGE = "tune"
-TUNE_TARGET_EXTRA = {"num-cores": 1}   # one wasm thread: MetaSchedule's CPU rules need the count
 
 
-def tune_target(p: relax_build.BuildParams):
+def tune_target(p: relax_build.BuildParams, threads: int = 1):
+    """The build's target plus the core count MetaSchedule's CPU rules need: one wasm
+    thread for the portable module, ``threads`` for the threads variant's own kernels."""
     import tvm
 
-    return tvm.target.Target({**p.target_dict(), **TUNE_TARGET_EXTRA})
+    return tvm.target.Target({**p.target_dict(), "num-cores": threads})
 
 
 def fused_module(module_json: str, p: relax_build.BuildParams):
@@ -50,19 +51,21 @@ def fused_module(module_json: str, p: relax_build.BuildParams):
         return seq(mod)
 
 
-def extract_tasks(module_json: str, p: relax_build.BuildParams):
+def extract_tasks(module_json: str, p: relax_build.BuildParams, threads: int = 1):
     from tvm.s_tir import meta_schedule as ms
 
-    return ms.relax_integration.extract_tasks(fused_module(module_json, p), tune_target(p))
+    return ms.relax_integration.extract_tasks(fused_module(module_json, p), tune_target(p, threads))
 
 
 # ---------------------------------------------------------------- build and measure
 
 
-def _link(clang, wasm_ld, objects: list[str], out: str) -> None:
-    argv = link.link_argv(clang.path, wasm_ld.path, link.LinkParams(), objects, out)
+def _link(clang, wasm_ld, objects: list[str], out: str, threads: bool = False) -> None:
+    p = link.LinkParams(threads=threads)
+    argv = link.link_argv(clang.path, wasm_ld.path, p, objects, out)
     argv = [a for a in argv if not a.startswith("-Wl,--export=wasmforge_")]
-    argv += [f"-Wl,--export={e}" for e in ("wfb_desc", "wfb_setup", "wfb_run", "wasmforge_last_error")]
+    argv += [f"-Wl,--export={e}" for e in ("wfb_desc", "wfb_setup", "wfb_run", "wasmforge_last_error")
+             + (link.THREADS_EXPORTS if threads else ())]
     res = subprocess.run(argv, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"linking the measurement module failed: {res.stderr.strip()[-2000:]}")
@@ -75,10 +78,13 @@ BUILD_TIMEOUT_S = 120.0   # a candidate whose compile takes longer is dropped (s
 class _Export:
     """MetaSchedule's ``f_export`` for a wasm candidate: the compiled kernel's object, linked
     with the measurement module; returns the module's path. An object (picklable, by module)
-    because it runs in the builder's worker processes."""
+    because it runs in the builder's worker processes. ``bench_o``: the measurement module's
+    objects by the runtime defines the kernel needs (``link.runtime_defines``); ``threads``:
+    link the threads variant (shared memory, the thread pool's exports)."""
 
-    def __init__(self, work_dir: str, bench_o: str, clang, wasm_ld):
+    def __init__(self, work_dir: str, bench_o: dict, clang, wasm_ld, threads: bool = False):
         self.work_dir, self.bench_o, self.clang, self.wasm_ld = work_dir, bench_o, clang, wasm_ld
+        self.threads = threads
 
     def __call__(self, lib) -> str:
         d = tempfile.mkdtemp(prefix="cand-", dir=self.work_dir)
@@ -86,7 +92,7 @@ class _Export:
             obj = os.path.join(d, "kernel.o")
             lib.write_to_file(obj)
             wasm = os.path.join(d, "candidate.wasm")
-            _link(self.clang, self.wasm_ld, [self.bench_o, obj], wasm)
+            _link(self.clang, self.wasm_ld, [self.bench_o[link.runtime_defines(obj)], obj], wasm, self.threads)
             return wasm
         except BaseException:
             shutil.rmtree(d, ignore_errors=True)
@@ -100,20 +106,26 @@ def _build_candidate(mod, target, _params):
     return tvm.tirx.build(mod.with_attr("system_lib_prefix", ""), target=target)
 
 
-def make_builder(work_dir: str, clang, wasm_ld, workers: int = 1, timeout_s: float = BUILD_TIMEOUT_S):
+def make_builder(work_dir: str, clang, wasm_ld, workers: int = 1, timeout_s: float = BUILD_TIMEOUT_S,
+                 threads: bool = False):
     """Candidate -> wasm32 object -> measurement module, in ``workers`` worker processes
     (MetaSchedule's LocalBuilder): a candidate that fails to build is a data point, and one
-    that takes longer than ``timeout_s`` is killed, instead of stalling the run."""
+    that takes longer than ``timeout_s`` is killed, instead of stalling the run. ``threads``:
+    measurement modules of the threads variant, for a ``Measurer(threads=N)``."""
     from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
-    bench_o = os.path.join(work_dir, "wasmforge_bench.o")
     os.makedirs(work_dir, exist_ok=True)
-    argv = link.compile_argv(clang.path, link.LinkParams(), os.path.join(link.RUNTIME_DIR, "wasmforge_bench.c"), bench_o)
-    res = subprocess.run(argv, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise StageError(STAGE, "wasmforge_bench.c", f"compiling the measurement module failed: {res.stderr[-2000:]}")
+    bench_o = {}
+    # a kernel with a parallel barrier needs the runtime built for it (link.runtime_defines)
+    for defines in ((), ("-DWF_ONE_TASK_PER_THREAD",)):
+        o = bench_o[defines] = os.path.join(work_dir, f"wasmforge_bench{len(defines)}.o")
+        argv = link.compile_argv(clang.path, link.LinkParams(threads=threads),
+                                 os.path.join(link.RUNTIME_DIR, "wasmforge_bench.c"), o, defines)
+        res = subprocess.run(argv, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise StageError(STAGE, "wasmforge_bench.c", f"compiling the measurement module failed: {res.stderr[-2000:]}")
     return LocalBuilder(max_workers=max(1, workers), timeout_sec=timeout_s, f_build=_build_candidate,
-                        f_export=_Export(work_dir, bench_o, clang, wasm_ld))
+                        f_export=_Export(work_dir, bench_o, clang, wasm_ld, threads))
 
 
 def describe_args(args_info) -> bytes:
@@ -135,34 +147,68 @@ def describe_args(args_info) -> bytes:
 
 
 class Measurer:
-    """Times one measurement module in wasmtime, in this process."""
+    """Times one measurement module in wasmtime, in this process. ``threads`` > 1: modules
+    of the threads variant (``make_builder(threads=True)``), run on that many threads, the
+    way ``host.WasmModel`` runs a model's threads variant."""
 
-    def __init__(self, repeat: int = 3, min_repeat_ms: float = 20.0):
+    def __init__(self, repeat: int = 3, min_repeat_ms: float = 20.0, threads: int = 1):
         import wasmtime
 
-        self.engine = wasmtime.Engine()
+        from pipeline import host
+
+        self.threads = threads
+        self.engine = host.threads_engine() if threads > 1 else wasmtime.Engine()
         self.repeat, self.min_repeat_ms = repeat, min_repeat_ms
 
     def measure(self, wasm_path: str, args_info) -> list[float]:
+        import ctypes
+
         import wasmtime
 
-        store = wasmtime.Store(self.engine)
-        store.set_wasi(wasmtime.WasiConfig())
-        linker = wasmtime.Linker(self.engine)
-        linker.define_wasi()
-        inst = linker.instantiate(store, wasmtime.Module.from_file(self.engine, wasm_path))
+        from pipeline import host
+
+        module = wasmtime.Module.from_file(self.engine, wasm_path)
+        shared = None
+        if self.threads > 1:
+            ty = next(i.type for i in module.imports if (i.module, i.name) == ("env", "memory"))
+            shared = host.shared_memory(self.engine, ty.limits)
+
+        def instantiate():
+            store = wasmtime.Store(self.engine)
+            store.set_wasi(wasmtime.WasiConfig())
+            linker = wasmtime.Linker(self.engine)
+            linker.define_wasi()
+            if shared is not None:
+                linker.define(store, "env", "memory", shared)
+            return store, linker.instantiate(store, module)
+
+        store, inst = instantiate()
         ex = inst.exports(store)
         ex["_initialize"](store)
-        desc = describe_args(args_info)
-        ex["memory"].write(store, desc, ex["wfb_desc"](store))
+
+        def base() -> int:   # (a shared memory is not an export: it is the one we made)
+            mem = shared.data_ptr() if shared is not None else ex["memory"].data_ptr(store)
+            return ctypes.addressof(mem.contents)
 
         def check(rc):
             if rc != 0:
-                ptr = ex["wasmforge_last_error"](store)
-                msg = ex["memory"].read(store, ptr, ptr + 512).split(b"\0")[0].decode("utf-8", "replace")
-                raise RuntimeError(msg or f"error {rc}")
+                raw = ctypes.string_at(base() + ex["wasmforge_last_error"](store), 512)
+                raise RuntimeError(raw.split(b"\0")[0].decode("utf-8", "replace") or f"error {rc}")
 
+        desc = describe_args(args_info)
+        ctypes.memmove(base() + ex["wfb_desc"](store), desc, len(desc))
         check(ex["wfb_setup"](store))
+        errors: list = []
+        workers = host.start_workers(ex, store, self.threads - 1, instantiate, errors) if shared is not None else []
+        try:
+            return self._time(ex, store, check)
+        finally:
+            if workers:
+                host.stop_workers(ex, store, workers)
+            if errors:
+                raise RuntimeError(f"a worker thread failed: {errors[0]}")
+
+    def _time(self, ex, store, check) -> list[float]:
         t = time.perf_counter()
         check(ex["wfb_run"](store, 1))          # warm-up, and a first estimate
         once = max(time.perf_counter() - t, 1e-6)
@@ -371,7 +417,7 @@ def split_tasks(names: list[str], jobs: int) -> list[list[str]]:
 
 def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: str, trials: int,
         clang, wasm_ld, trials_per_iter: int = 16, seed: int = 0, focus: int = 0, fresh: bool = False,
-        chunk: int = 0, jobs: int = 1) -> dict:
+        chunk: int = 0, jobs: int = 1, threads: int = 1, seed_log: str = "") -> dict:
     """``focus`` > 0: tune only the ``focus`` tasks that cost the model the most time
     (latency in the log times occurrences), giving each an equal share of the budget, instead
     of MetaSchedule's gradient scheduler over every task (which favours kernels the model
@@ -384,7 +430,17 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
     ``jobs`` > 1: that many tuning processes side by side, each on its own share of the tasks
     (``split_tasks``) and of the budget, each measuring on its own core. Each searches in a
     scratch database (a copy of the log, or empty with ``fresh``) and adds its new records to
-    the log after every chunk, under a lock: a killed run keeps what its jobs had added."""
+    the log after every chunk, under a lock: a killed run keeps what its jobs had added.
+
+    ``threads`` > 1: tune the threads variant's own kernels, for that many cores and measured
+    on that many threads, into ``log_dir`` (the model's threads log). The search starts from
+    ``seed_log`` (the one-thread log) and the threads log's own records, in a scratch
+    database; only the new records, measured on ``threads`` threads, go to ``log_dir``. With
+    ``focus``, a kernel the threads log lacks costs what it costs on one thread (``seed_log``).
+    Measuring on every core leaves none for a second job: ``jobs`` must be 1."""
+    if threads > 1 and jobs > 1:
+        raise StageError(STAGE, log_dir, f"tuning for {threads} threads measures on {threads} cores: "
+                         "run one job (--jobs 1)")
     lock = os.path.join(work_dir, ".log.lock")
     os.makedirs(work_dir, exist_ok=True)
     with _log_lock(lock):     # a job of another run may be adding to the log right now
@@ -396,7 +452,7 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
         print(f"tune: the log already holds {already} records, at or over the budget of {trials} trials; "
               "nothing to do (raise the budget with --trials)", file=sys.stderr)
         return {"trials": 0, "records": already}
-    extracted = extract_tasks(module_json, p)
+    extracted = extract_tasks(module_json, p, threads)
     if not extracted:
         raise StageError(STAGE, module_json, "the model has no kernels to tune")
     names = [t.task_name for t in extracted]
@@ -405,17 +461,21 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
 
         cost = task_cost_ms(log_dir, extracted)
         work = {t.task_name: float(estimate_tir_flops(t.dispatched[0])) * t.weight for t in extracted}
+        if threads > 1:   # a kernel the threads log lacks costs what it costs on one thread
+            one = task_cost_ms(seed_log, extracted)
+            cost = {n: c if math.isfinite(c) else one[n] for n, c in cost.items()}
         names = focus_tasks(cost, focus, work)
         print("tune: focus on " + ", ".join(f"{n} ({cost[n]:.1f} ms)" for n in names), file=sys.stderr, flush=True)
     os.makedirs(log_dir, exist_ok=True)
     job = dict(module_json=module_json, p=p, log_dir=log_dir, clang=clang, wasm_ld=wasm_ld,
                trials_per_iter=trials_per_iter, fresh=fresh, chunk=chunk, round_robin=bool(focus), already=already,
-               lock=lock)
+               lock=lock, threads=threads, seed_log=seed_log)
     groups = split_tasks(names, max(1, jobs))
     job["build_workers"] = max(1, (os.cpu_count() or 1) // len(groups))
     t0 = time.perf_counter()
     if len(groups) == 1:
-        results = [_tune_group(groups[0], budget, work_dir, seed, "tune", side=fresh, extracted=extracted, **job)]
+        results = [_tune_group(groups[0], budget, work_dir, seed, "tune", side=fresh or threads > 1,
+                               extracted=extracted, **job)]
     else:
         import concurrent.futures
         import multiprocessing
@@ -443,15 +503,16 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
 def _tune_group(names: list[str], budget: int, work_dir: str, seed: int, label: str, *, module_json: str,
                 p: relax_build.BuildParams, log_dir: str, clang, wasm_ld, trials_per_iter: int, fresh: bool,
                 chunk: int, round_robin: bool, already: int, lock: str, build_workers: int, side: bool,
-                in_job: bool = False, extracted=None) -> dict:
+                in_job: bool = False, extracted=None, threads: int = 1, seed_log: str = "") -> dict:
     """Tune the tasks ``names`` for ``budget`` trials. ``side``: in a scratch database under
-    ``work_dir`` (seeded with the log unless ``fresh``), its new records added to the log after
-    every chunk (holding the file lock ``lock``); otherwise straight into the log. ``in_job``
-    (a job process): an error comes back as ``{"error": ...}``, for the parent to report."""
+    ``work_dir`` (seeded with ``seed_log`` and the log unless ``fresh``), its new records added
+    to the log after every chunk (holding the file lock ``lock``); otherwise straight into the
+    log. ``in_job`` (a job process): an error comes back as ``{"error": ...}``, for the parent
+    to report. ``threads``: the cores the kernels are tuned for and measured on."""
     from tvm.s_tir import meta_schedule as ms
 
     try:
-        extracted = [t for t in (extracted or extract_tasks(module_json, p)) if t.task_name in names]
+        extracted = [t for t in (extracted or extract_tasks(module_json, p, threads)) if t.task_name in names]
         extracted.sort(key=lambda t: names.index(t.task_name))
         os.makedirs(work_dir, exist_ok=True)
         tasks, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
@@ -466,8 +527,11 @@ def _tune_group(names: list[str], budget: int, work_dir: str, seed: int, label: 
             os.makedirs(db_dir)
             if not fresh:
                 for f in ("database_workload.json", "database_tuning_record.json"):
-                    if os.path.isfile(os.path.join(log_dir, f)):
-                        shutil.copyfile(os.path.join(log_dir, f), os.path.join(db_dir, f))
+                    if os.path.isfile(os.path.join(seed_log or log_dir, f)):
+                        shutil.copyfile(os.path.join(seed_log or log_dir, f), os.path.join(db_dir, f))
+                if seed_log and count_records(log_dir):
+                    with _log_lock(lock):
+                        merge_new_records(log_dir, db_dir)
         merged = count_records(db_dir) if side else 0
         db = _db(db_dir)
         progress, state = make_progress([t.task_name for t in tasks], budget, already, label=label)
@@ -475,8 +539,9 @@ def _tune_group(names: list[str], budget: int, work_dir: str, seed: int, label: 
         print(f"{label}: {len(tasks)} tasks, {budget} trials to go ({already} already in {log_dir})",
               file=sys.stderr, flush=True)
         # builds use every core this job has (the runner measures one candidate at a time)
-        builder = make_builder(os.path.join(work_dir, "candidates"), clang, wasm_ld, workers=build_workers)
-        runner = make_runner(Measurer())
+        builder = make_builder(os.path.join(work_dir, "candidates"), clang, wasm_ld, workers=build_workers,
+                               threads=threads > 1)
+        runner = make_runner(Measurer(threads=threads))
         # in chunks: MetaSchedule writes a batch's records only when it returns to that task, so
         # a run that dies (the bug above) loses at most one chunk
         # (every call starts the scheduler over, so a chunk must reach every task twice)

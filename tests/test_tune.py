@@ -94,6 +94,45 @@ def test_jobs_tune_side_by_side_and_every_record_lands_in_the_log_under_its_work
     assert json.load(open(doit.path("tiny", "report.json")))["passed"] is True
 
 
+def test_threads_tune_a_log_of_their_own_that_only_the_threads_variant_links(doit):
+    """``tune --threads 2``: kernels tuned for 2 cores and measured on 2 threads, in the
+    model's threads log, seeded from the one-thread log without copying it. The threads
+    variant then builds its own kernels (relax_build_threads, emit_threads) from that log
+    first; the portable module keeps its own."""
+    from pipeline.host import WasmModel
+    from pipeline.tune import count_records
+
+    make_tiny_onnx(os.path.join(doit.decls, "tiny.onnx"))
+    doit.declare("tiny.py", "from pipeline.dsl import model\nmodel('tiny', onnx='tiny.onnx', tune_trials=8)\n")
+    one, mt = os.path.join(doit.decls, "tiny.tuning"), os.path.join(doit.decls, "tiny.threads.tuning")
+    doit("tune:tiny")
+    n_one = count_records(one)
+    doit("build:tiny")
+    portable = sha(doit.path("tiny", "emit", "kernels.o"))
+    assert not os.path.exists(doit.path("tiny", "emit_threads"))   # no threads log: the portable kernels
+
+    res = doit("tune:tiny", "--threads", "2", "--trials", "8")
+    assert "(0 already in" in res.stderr and "tiny.threads.tuning" in res.stderr
+    records = [json.loads(line) for line in open(os.path.join(mt, "database_tuning_record.json")) if line.strip()]
+    assert len(records) >= 6, len(records)
+    assert all(r[1][2]["num-cores"] == 2 for r in records)   # its own only: the seed's are for 1 core
+    assert count_records(one) == n_one                     # the one-thread log is untouched
+
+    doit("build:tiny")
+    assert sha(doit.path("tiny", "emit", "kernels.o")) == portable
+    built = json.load(open(doit.path("tiny", "relax_build_threads", "stage.json")))["result"]
+    assert built["threads_tuning_log"] == ["database_workload.json", "database_tuning_record.json"]
+    assert any(k.startswith("fused_conv2d") for k in built["tuning"]["tuned_kernels"]), built
+    assert sha(doit.path("tiny", "emit_threads", "kernels.o")) != portable
+    report = json.load(open(doit.path("tiny", "report.threads.json")))
+    assert report["passed"] is True and report["threads"] == 2
+    assert {"relax_build_threads", "emit_threads", "link_threads"} <= set(report["stage_seconds"])
+    # other kernels may sum in another order: checked against onnxruntime, not bit for bit
+    assert not any(k.startswith("identical_to") for r in report["inputs"] for k in r["outputs"]["y"])
+    with WasmModel(doit.path("tiny", "tiny.threads.wasm"), threads=2) as m:
+        assert m.metadata["build"]["threads_tuning_log"] == built["threads_tuning_log"]
+
+
 def test_split_tasks_deals_the_costliest_first_to_each_job_in_turn():
     from pipeline.tune import split_tasks
 
