@@ -132,13 +132,33 @@ def _target_id(tgt) -> dict:
     return {k: (sorted(str(x) for x in e[k]) if k == "mattr" else str(e[k])) for k in TARGET_KEYS if k in e}
 
 
+def _commit(db, rec) -> None:
+    db.commit_workload(rec.workload.mod)
+    db.commit_tuning_record(rec)
+
+
+def _best_secs(db, mod) -> float:
+    """The mean time of a workload's best record in ``db`` (infinity when it has none)."""
+    import math
+
+    if not db.has_workload(mod):
+        return math.inf
+    recs = db.get_top_k(db.commit_workload(mod), 1)
+    secs = [float(x) for x in recs[0].run_secs] if recs and recs[0].run_secs else []
+    return sum(secs) / len(secs) if secs else math.inf
+
+
 def load_tuning_log(logs: list[str], tgt, fused_mod, first: list[str] = ()) -> tuple[object, dict]:
     """The log's records usable for this build, in a memory database, and what was kept.
 
     Records made for another target are ignored with a warning saying which target; records
     whose workload is no kernel of this model (other shapes, another model) likewise.
-    ``first``: a log whose records win for every kernel it has (the threads variant's own
-    log); ``logs`` serves the kernels it lacks.
+
+    ``first``: the threads variant's own log, timed on several threads. A kernel takes its
+    schedule from there when that log's best time beats ``logs``' best, a time on one
+    thread: a schedule tuned for one core runs at least as fast on two as on one, so a
+    threads record that does not beat it is no gain (``from_threads_log`` lists the kernels
+    that took theirs).
     """
     import sys
 
@@ -146,33 +166,48 @@ def load_tuning_log(logs: list[str], tgt, fused_mod, first: list[str] = ()) -> t
 
     want = _target_id(tgt)
     tasks = ms.relax_integration.extract_tasks(fused_mod, tgt)
-    mem = ms.database.MemoryDatabase()
-    firsts = ms.database.MemoryDatabase()   # the workloads ``first`` has a record for
-    kept = other_target = 0
+    counts = {"kept": 0, "other_target": 0}
     seen_targets = set()
-    for files, is_first in ((first, True), (logs, False)):
+
+    def usable(files):
+        db = ms.database.MemoryDatabase()
         if not files:
-            continue
-        src = ms.database.JSONDatabase(path_workload=files[0], path_tuning_record=files[1])
-        for rec in src.get_all_tuning_records():
+            return db
+        for rec in ms.database.JSONDatabase(path_workload=files[0], path_tuning_record=files[1]).get_all_tuning_records():
             tid = _target_id(rec.target)
             if not target_compatible(tid, want):
-                other_target += 1
+                counts["other_target"] += 1
                 seen_targets.add(str(tid))
                 continue
-            if is_first:
-                firsts.commit_workload(rec.workload.mod)
-            elif firsts.has_workload(rec.workload.mod):
-                continue   # the kernel's schedule comes from ``first``
-            mem.commit_workload(rec.workload.mod)
-            mem.commit_tuning_record(rec)
-            kept += 1
+            _commit(db, rec)
+            counts["kept"] += 1
+        return db
+
+    mine, rest = usable(first), usable(logs)
+    mem, wins = rest, None
+    if first:
+        mem = ms.database.MemoryDatabase()
+        decided, wins = ms.database.MemoryDatabase(), ms.database.MemoryDatabase()   # sets of workloads
+        for rec in mine.get_all_tuning_records():
+            w = rec.workload.mod
+            if not decided.has_workload(w):
+                decided.commit_workload(w)
+                if _best_secs(mine, w) < _best_secs(rest, w):
+                    wins.commit_workload(w)   # ``first`` gives this kernel's schedule
+            if wins.has_workload(w):
+                _commit(mem, rec)
+        for rec in rest.get_all_tuning_records():
+            if not wins.has_workload(rec.workload.mod):
+                _commit(mem, rec)
+    kept, other_target = counts["kept"], counts["other_target"]
     tuned = [t.task_name for t in tasks if mem.query_tuning_record(t.dispatched[0], tgt, "main") is not None]
     kernels = ms.database.MemoryDatabase()
     for t in tasks:
         kernels.commit_workload(t.dispatched[0])
-    matched = sum(1 for rec in mem.get_all_tuning_records() if kernels.has_workload(rec.workload.mod))
+    matched = sum(1 for db in (mine, rest) for rec in db.get_all_tuning_records() if kernels.has_workload(rec.workload.mod))
     info = {"records": kept + other_target, "kernels": len(tasks), "tuned_kernels": sorted(tuned),
+            **({"from_threads_log": sorted(t.task_name for t in tasks if wins.has_workload(t.dispatched[0]))}
+               if first else {}),
             "ignored_other_target": other_target, "ignored_no_kernel": kept - matched}
     if other_target:
         print(f"wasmforge: warning: {(logs or first)[1]}: {other_target} tuning records ignored: recorded for "
