@@ -129,8 +129,8 @@ def test_threads_tune_a_log_of_their_own_that_only_the_threads_variant_links(doi
     tasks = extract_tasks(doit.path("tiny", "import", "model.json"), BuildParams())
     on_one, on_two = task_cost_ms(one, tasks), task_cost_ms(mt, tasks)
     assert built["tuning"]["from_threads_log"] == sorted(n for n in on_two if on_two[n] < on_one[n])
-    if built["tuning"]["from_threads_log"]:
-        assert sha(doit.path("tiny", "emit_threads", "kernels.o")) != portable
+    # (its kernels may still be the portable ones byte for byte: seeded from the one-thread
+    # log, the search can time a one-thread schedule again, and win with it on 2 threads)
     report = json.load(open(doit.path("tiny", "report.threads.json")))
     assert report["passed"] is True and report["threads"] == 2
     assert {"relax_build_threads", "emit_threads", "link_threads"} <= set(report["stage_seconds"])
