@@ -145,10 +145,10 @@ def task_cache_trim():
             "uptodate": [False], "verbosity": 2}
 
 
-def _tune_cmd(name, trials, focus, jobs, threads, fresh):
+def _tune_cmd(name, trials, focus, jobs, threads, fresh, recheck):
     return (f"{shlex.quote(sys.executable)} -m pipeline tune {name}" + (f" --trials {trials}" if trials else "")
             + (f" --focus {focus}" if focus else "") + (f" --jobs {jobs}" if jobs > 1 else "")
-            + (f" --threads {threads}" if threads > 1 else "") + (" --fresh" if fresh else ""))
+            + (f" --threads {threads}" if threads > 1 else "") + (" --fresh" if fresh else "") + (" --recheck" if recheck else ""))
 
 
 def task_tune():
@@ -171,7 +171,11 @@ def task_tune():
                                    "one-thread log)"},
                           {"name": "fresh", "long": "fresh", "type": bool, "default": False,
                            "help": "search from scratch, not from the log's best schedules; "
-                                   "the new records are added to the log"}],
+                                   "the new records are added to the log"},
+                          {"name": "recheck", "long": "recheck", "type": bool, "default": False,
+                           "help": "with --threads: no search; re-time the threads log's best "
+                                   "schedules against the one-thread log's, side by side, and keep "
+                                   "those timings (a --threads run ends with this)"}],
                "doc": f"tune {name}"}
 
 

@@ -14,8 +14,8 @@ from toolchain import ToolchainError
 
 def main(argv: list[str]) -> int:
     trials = focus = jobs = threads = None
-    fresh = "--fresh" in argv
-    argv = [a for a in argv if a != "--fresh"]
+    fresh, recheck = "--fresh" in argv, "--recheck" in argv
+    argv = [a for a in argv if a not in ("--fresh", "--recheck")]
     while len(argv) >= 4 and argv[-2] in ("--trials", "--focus", "--jobs", "--threads") and argv[-1].isdigit():
         if argv[-2] == "--trials":
             trials = int(argv[-1])
@@ -30,6 +30,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m pipeline <stage> <model>\n"
               "       python -m pipeline bench <model>\n"
               "       python -m pipeline tune <model> [--trials N] [--focus K] [--jobs J] [--threads T] [--fresh]\n"
+              "       python -m pipeline tune <model> --threads T --recheck\n"
               "       python -m pipeline publish <model>\n"
               f"  stages: {', '.join(stages.STAGES)}", file=sys.stderr)
         return 2
@@ -75,6 +76,13 @@ def main(argv: list[str]) -> int:
             threads = threads or 1
             # the threads variant's kernels: their own log, seeded from the one-thread log
             log, work = (m.tuning_dir(), "tune") if threads == 1 else (m.threads_tuning_dir(), "tune_threads")
+            if recheck:   # re-time the threads log against the one-thread log, no search
+                if threads == 1:
+                    raise StageError("tune", log, "--recheck re-times the threads variant's log: give --threads T")
+                result = tune.recheck(p.stage("import", "model.json"), stages.params(m)["relax_build"], log,
+                                      m.tuning_dir(), p.stage(work), toolchain.clang(), toolchain.wasm_ld(), threads)
+                print(f"{name}: tune --recheck done: {result}", file=sys.stderr)
+                return 0
             result = tune.run(p.stage("import", "model.json"), stages.params(m)["relax_build"], log,
                               p.stage(work), trials if trials else m.tune_trials,
                               toolchain.clang(), toolchain.wasm_ld(), focus=focus or 0, fresh=fresh,

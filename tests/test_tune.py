@@ -114,10 +114,27 @@ def test_threads_tune_a_log_of_their_own_that_only_the_threads_variant_links(doi
 
     res = doit("tune:tiny", "--threads", "2", "--trials", "8")
     assert "(0 already in" in res.stderr and "tiny.threads.tuning" in res.stderr
+    assert "re-timing the tuned kernels' best schedules" in res.stderr
     records = [json.loads(line) for line in open(os.path.join(mt, "database_tuning_record.json")) if line.strip()]
-    assert len(records) >= 6, len(records)
-    assert all(r[1][2]["num-cores"] == 2 for r in records)   # its own only: the seed's are for 1 core
+    assert all(r[1][2]["num-cores"] == 2 for r in records)   # timed on 2 threads, every one
     assert count_records(one) == n_one                     # the one-thread log is untouched
+    # the run ends re-timing each kernel's best against the one-thread log's best, side by
+    # side: those two records are all that kernel keeps
+    per_kernel = {}
+    for r in records:
+        per_kernel.setdefault(r[0], []).append(r[1])
+    assert per_kernel and all(len(v) <= 2 for v in per_kernel.values()), per_kernel
+    one_traces = {json.dumps(json.loads(line)[1][0]) for line in open(os.path.join(one, "database_tuning_record.json"))}
+    assert any(json.dumps(r[1][0]) in one_traces for r in records)    # a one-thread schedule, re-timed
+    # --recheck alone re-times them again, with no search: the same schedules, new times
+    res = doit("tune:tiny", "--threads", "2", "--recheck")
+    again = [json.loads(line) for line in open(os.path.join(mt, "database_tuning_record.json")) if line.strip()]
+    assert sorted(json.dumps(r[1][0]) for r in again) == sorted(json.dumps(r[1][0]) for r in records)
+    times = lambda recs: {(r[0], json.dumps(r[1][0])): r[1][1] for r in recs}   # noqa: E731
+    assert times(again).keys() == times(records).keys() and times(again) != times(records)
+    assert "tune --recheck done" in res.stderr and "'kept': " in res.stderr
+    res = doit("tune:tiny", "--recheck", check=False)
+    assert res.returncode != 0 and "--recheck re-times the threads variant's log: give --threads T" in res.stderr
 
     doit("build:tiny")
     assert sha(doit.path("tiny", "emit", "kernels.o")) == portable

@@ -243,7 +243,9 @@ int TVMBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv) {
  * WF_ONE_TASK_PER_THREAD. */
 #define WF_MAX_THREADS 64
 #define WF_WORKER_STACK (1u << 20)
+#ifndef WF_SPIN
 #define WF_SPIN 20000
+#endif
 #ifdef WF_ONE_TASK_PER_THREAD
 #define WF_TASKS_PER_THREAD 1
 #elif !defined(WF_TASKS_PER_THREAD)
