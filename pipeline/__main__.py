@@ -86,7 +86,8 @@ def main(argv: list[str]) -> int:
             result = tune.run(p.stage("import", "model.json"), stages.params(m)["relax_build"], log,
                               p.stage(work), trials if trials else m.tune_trials,
                               toolchain.clang(), toolchain.wasm_ld(), focus=focus or 0, fresh=fresh,
-                              jobs=jobs or 1, threads=threads, seed_log=m.tuning_dir() if threads > 1 else "")
+                              jobs=jobs or 1, threads=threads, seed_log=m.tuning_dir() if threads > 1 else "",
+                              threads_log=m.threads_tuning_dir() if threads == 1 else "")
             print(f"{name}: tune done: {result}", file=sys.stderr)
             return 0
         if stage not in stages.STAGES:

@@ -209,11 +209,12 @@ def load_tuning_log(logs: list[str], tgt, fused_mod, first: list[str] = ()) -> t
             **({"from_threads_log": sorted(t.task_name for t in tasks if wins.has_workload(t.dispatched[0]))}
                if first else {}),
             "ignored_other_target": other_target, "ignored_no_kernel": kept - matched}
+    where = " and ".join(f[1] for f in (first, logs) if f)   # (the counts are over both logs)
     if other_target:
-        print(f"wasmforge: warning: {(logs or first)[1]}: {other_target} tuning records ignored: recorded for "
+        print(f"wasmforge: warning: {where}: {other_target} tuning records ignored: recorded for "
               f"{', '.join(sorted(seen_targets))}, this build targets {want}", file=sys.stderr)
     if kept - matched:
-        print(f"wasmforge: warning: {(logs or first)[1]}: {kept - matched} tuning records ignored: they match no "
+        print(f"wasmforge: warning: {where}: {kept - matched} tuning records ignored: they match no "
               "kernel of this model (recorded for other shapes or another model)", file=sys.stderr)
     return mem, info
 

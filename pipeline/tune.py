@@ -417,7 +417,7 @@ def split_tasks(names: list[str], jobs: int) -> list[list[str]]:
 
 def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: str, trials: int,
         clang, wasm_ld, trials_per_iter: int = 16, seed: int = 0, focus: int = 0, fresh: bool = False,
-        chunk: int = 0, jobs: int = 1, threads: int = 1, seed_log: str = "") -> dict:
+        chunk: int = 0, jobs: int = 1, threads: int = 1, seed_log: str = "", threads_log: str = "") -> dict:
     """``focus`` > 0: tune only the ``focus`` tasks that cost the model the most time
     (latency in the log times occurrences), giving each an equal share of the budget, instead
     of MetaSchedule's gradient scheduler over every task (which favours kernels the model
@@ -439,7 +439,11 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
     ``focus``, a kernel the threads log lacks costs what it costs on one thread (``seed_log``).
     Measuring on every core leaves none for a second job: ``jobs`` must be 1. At the end, the
     tuned kernels are re-timed side by side with the one-thread schedules (``recheck``), and
-    their records in ``log_dir`` become those two timings."""
+    their records in ``log_dir`` become those two timings.
+
+    ``threads_log`` (one-thread tuning): the model's threads log. Its kernels that were just
+    tuned are re-timed there against their new one-thread schedules, the same way: its
+    side-by-side times were taken against the old ones."""
     if threads > 1 and jobs > 1:
         raise StageError(STAGE, log_dir, f"tuning for {threads} threads measures on {threads} cores: "
                          "run one job (--jobs 1)")
@@ -505,7 +509,21 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
               f"{RECHECK_ROUNDS} rounds on {threads} threads", file=sys.stderr, flush=True)
         out["recheck"] = recheck(module_json, p, log_dir, seed_log, work_dir, clang, wasm_ld, threads, names)["kernels"]
         out["records"] = count_records(log_dir)
+    elif threads_log and log_threads(threads_log) > 1:
+        # new one-thread schedules: the threads log's side-by-side times are against the old ones
+        n = log_threads(threads_log)
+        print(f"tune: the threads log {threads_log} has these kernels too: re-timing its best schedules "
+              f"against the new one-thread ones, {RECHECK_ROUNDS} rounds on {n} threads", file=sys.stderr, flush=True)
+        out["recheck"] = recheck(module_json, p, threads_log, log_dir, work_dir, clang, wasm_ld, n, names)["kernels"]
     return out
+
+
+def log_threads(log_dir: str) -> int:
+    """The cores a threads log's records were tuned for (their target's num-cores); 0 when it
+    has no records."""
+    for line in _lines(os.path.join(log_dir, "database_tuning_record.json")):
+        return int(json.loads(line)[1][2].get("num-cores", 1))
+    return 0
 
 
 RECHECK_ROUNDS = 5
@@ -517,7 +535,7 @@ def recheck(module_json: str, p: relax_build.BuildParams, log_dir: str, seed_log
     its best record there against the one-thread log's (``seed_log``) best, both linked as
     threads-variant measurement modules and run on ``threads`` threads, alternated for
     ``rounds`` rounds; then rewrite the kernel's records in ``log_dir`` to those two, each with
-    its median time, under the threads target.
+    its median time, under the threads target. A schedule that fails to build here is dropped.
 
     Why: a 2-thread timing on a shared machine is bimodal (the second core is there for one
     timing and busy or asleep for the next), and a search keeps what it timed during a fast
@@ -535,10 +553,13 @@ def recheck(module_json: str, p: relax_build.BuildParams, log_dir: str, seed_log
     for t in extracted:
         mod = t.dispatched[0]
         if (names is None or t.task_name in names) and tdb.has_workload(mod):
-            best = tdb.get_top_k(tdb.commit_workload(mod), 1)
-            if best:
-                one = odb.get_top_k(odb.commit_workload(mod), 1) if odb.has_workload(mod) else []
-                chosen.append((t.task_name, mod, {"threads": best[0], **({"one-thread": one[0]} if one else {})}))
+            one = odb.get_top_k(odb.commit_workload(mod), 1) if odb.has_workload(mod) else []
+            # the threads log's best other than the one-thread schedule (which a recheck put there)
+            best = [r for r in tdb.get_top_k(tdb.commit_workload(mod), 8)
+                    if not one or _trace_key(r) != _trace_key(one[0])][:1]
+            recs = {**({"threads": best[0]} if best else {}), **({"one-thread": one[0]} if one else {})}
+            if recs:
+                chosen.append((t.task_name, mod, recs))
     if not chosen:
         return {"kernels": {}}
     tgt = tune_target(p, threads)
@@ -554,7 +575,9 @@ def recheck(module_json: str, p: relax_build.BuildParams, log_dir: str, seed_log
                 secs.setdefault(i, []).extend(measurer.measure(built[i].artifact_path, c.args_info))
     report, keep = {}, {}
     for i, (name, mod, which, rec, _c) in enumerate(cands):
-        if i in secs:
+        if i not in secs:   # (it built when it was tuned: a timeout on a busy machine, say)
+            report.setdefault(name, {})[f"{which}_error"] = str(built[i].error_msg)[-300:]
+        else:
             med = statistics.median(secs[i])
             report.setdefault(name, {})[f"{which}_ms"] = round(med * 1e3, 4)
             keep.setdefault(name, (mod, []))[1].append((rec.trace, [med], tgt, rec.args_info))
@@ -563,6 +586,10 @@ def recheck(module_json: str, p: relax_build.BuildParams, log_dir: str, seed_log
     for name, r in report.items():
         r["kept"] = min(("threads", "one-thread"), key=lambda w: r.get(f"{w}_ms", math.inf))
     return {"kernels": report, "rounds": rounds, "threads": threads}
+
+
+def _trace_key(rec) -> str:
+    return json.dumps(rec.as_json()[0])   # the schedule: its instructions and decisions
 
 
 def _rewrite_log(log_dir: str, keep: dict) -> None:

@@ -155,6 +155,13 @@ def test_threads_tune_a_log_of_their_own_that_only_the_threads_variant_links(doi
     assert not any(k.startswith("identical_to") for r in report["inputs"] for k in r["outputs"]["y"])
     with WasmModel(doit.path("tiny", "tiny.threads.wasm"), threads=2) as m:
         assert m.metadata["build"]["threads_tuning_log"] == built["threads_tuning_log"]
+    # more one-thread tuning: the threads log's kernels are re-timed against the new one-thread
+    # schedules (its times were taken against the old ones)
+    res = doit("tune:tiny", "--trials", str(n_one + 6))
+    assert "re-timing its best schedules against the new one-thread ones" in res.stderr
+    assert count_records(one) > n_one
+    after = [json.loads(line) for line in open(os.path.join(mt, "database_tuning_record.json")) if line.strip()]
+    assert times(after) != times(again) and all(r[1][2]["num-cores"] == 2 for r in after)
 
 
 def test_split_tasks_deals_the_costliest_first_to_each_job_in_turn():
