@@ -41,7 +41,11 @@ def test_the_python_examples(resnet50, monkeypatch):
     probs = scope["probs"]
     assert probs.shape == (1, 1000) and abs(float(probs.sum()) - 1.0) < 1e-4
     exec(compile(threads, "README.md", "exec"), scope)   # noqa: S102
-    np.testing.assert_array_equal(scope["probs"], probs)   # 2 threads, the same bytes
+    if os.path.isdir(os.path.join(ROOT, "models", "resnet50.threads.tuning")):
+        # kernels of its own (tuned for 2 cores): the same result within the validate tolerance
+        assert np.abs(scope["probs"] - probs).max() <= 1e-6 + 1e-4 * np.abs(probs).max()
+    else:
+        np.testing.assert_array_equal(scope["probs"], probs)   # 2 threads, the same bytes
 
 
 def test_the_wasmtime_cli_example(resnet50):

@@ -39,7 +39,8 @@ def test_resnet50_builds_and_validates():
 
 def test_resnet50_threads_variant_runs_its_parallel_loops_on_two_threads():
     """The tuned kernels' parallel loops really run on the worker (worker_tasks > 0), and
-    give the portable module's bytes."""
+    give the portable module's bytes (its result, within tolerance, when the threads variant
+    has kernels of its own)."""
     import numpy as np
 
     from pipeline.host import WasmModel
@@ -47,13 +48,21 @@ def test_resnet50_threads_variant_runs_its_parallel_loops_on_two_threads():
 
     report = json.load(open(os.path.join(ROOT, "build", "resnet50", "report.threads.json")))
     assert report["passed"] is True and report["threads"] == 2
-    assert all(r["outputs"]["gpu_0/softmax_1"]["identical_to_resnet50.wasm"] for r in report["inputs"])
+    # with a threads log of its own, some kernels differ from the portable module's, and may
+    # sum in another order: within the validate stage's tolerance, not the same bytes
+    own_kernels = os.path.isdir(os.path.join(ROOT, "models", "resnet50.threads.tuning"))
+    if not own_kernels:
+        assert all(r["outputs"]["gpu_0/softmax_1"]["identical_to_resnet50.wasm"] for r in report["inputs"])
     d = os.path.join(ROOT, "build", "resnet50")
     portable = WasmModel(os.path.join(d, "resnet50.wasm"))
     x = seeded_inputs(portable.inputs, 99)
     want = portable.run(x)[0]
     with WasmModel(os.path.join(d, "resnet50.threads.wasm"), threads=2) as m:
-        np.testing.assert_array_equal(m.run(x)[0], want)
+        got = m.run(x)[0]
+        if own_kernels:
+            assert np.abs(got - want).max() <= 1e-6 + 1e-4 * np.abs(want).max()
+        else:
+            np.testing.assert_array_equal(got, want)
         assert m.worker_tasks > 0
 
 
