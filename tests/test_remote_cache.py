@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, Doit, Nginx, copy_checkout, ran
+from conftest import RESNET50_THREADS_LOG, ROOT, Doit, Nginx, copy_checkout, ran
 from test_cache import ALL, declare_tiny, sha, sources
 
 
@@ -123,9 +123,7 @@ def test_a_clean_second_checkout_builds_resnet50_from_the_remote_without_tvm(ngi
     copy_checkout(checkout)
     res = subprocess.run(doit, cwd=checkout, env={**env, **no_tvm}, capture_output=True, text=True, timeout=3600)
     assert res.returncode == 0, res.stdout + res.stderr
-    # with a threads log, the threads variant builds kernels of its own: two more stages
-    threads_log = os.path.isdir(os.path.join(ROOT, "models", "resnet50.threads.tuning"))
-    expect = ["materialize"] + ALL + (["relax_build_threads", "emit_threads"] if threads_log else [])
+    expect = ["materialize"] + ALL + (["relax_build_threads", "emit_threads"] if RESNET50_THREADS_LOG else [])
     assert len(ran(res)) == len(expect)   # every stage, materialize included, was asked for ...
     for stage in expect:
         rec = json.load(open(checkout / "build" / "resnet50" / stage / "stage.json"))

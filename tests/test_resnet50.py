@@ -9,7 +9,8 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import RESNET50_THREADS_LOG, ROOT
+
 from pipeline import wasmbin
 
 
@@ -43,15 +44,13 @@ def test_resnet50_threads_variant_runs_its_parallel_loops_on_two_threads():
     has kernels of its own)."""
     import numpy as np
 
+    from pipeline.dsl import Tolerance
     from pipeline.host import WasmModel
-    from pipeline.validate import seeded_inputs
+    from pipeline.validate import compare, seeded_inputs
 
     report = json.load(open(os.path.join(ROOT, "build", "resnet50", "report.threads.json")))
     assert report["passed"] is True and report["threads"] == 2
-    # with a threads log of its own, some kernels differ from the portable module's, and may
-    # sum in another order: within the validate stage's tolerance, not the same bytes
-    own_kernels = os.path.isdir(os.path.join(ROOT, "models", "resnet50.threads.tuning"))
-    if not own_kernels:
+    if not RESNET50_THREADS_LOG:
         assert all(r["outputs"]["gpu_0/softmax_1"]["identical_to_resnet50.wasm"] for r in report["inputs"])
     d = os.path.join(ROOT, "build", "resnet50")
     portable = WasmModel(os.path.join(d, "resnet50.wasm"))
@@ -59,8 +58,8 @@ def test_resnet50_threads_variant_runs_its_parallel_loops_on_two_threads():
     want = portable.run(x)[0]
     with WasmModel(os.path.join(d, "resnet50.threads.wasm"), threads=2) as m:
         got = m.run(x)[0]
-        if own_kernels:
-            assert np.abs(got - want).max() <= 1e-6 + 1e-4 * np.abs(want).max()
+        if RESNET50_THREADS_LOG:   # other kernels, which may sum in another order
+            assert compare(got, want, Tolerance())["passed"]
         else:
             np.testing.assert_array_equal(got, want)
         assert m.worker_tasks > 0
