@@ -145,10 +145,11 @@ def task_cache_trim():
             "uptodate": [False], "verbosity": 2}
 
 
-def _tune_cmd(name, trials, focus, jobs, threads, fresh, recheck):
+def _tune_cmd(name, trials, focus, jobs, threads, fresh, recheck, grid):
     return (f"{shlex.quote(sys.executable)} -m pipeline tune {name}" + (f" --trials {trials}" if trials else "")
             + (f" --focus {focus}" if focus else "") + (f" --jobs {jobs}" if jobs > 1 else "")
-            + (f" --threads {threads}" if threads > 1 else "") + (" --fresh" if fresh else "") + (" --recheck" if recheck else ""))
+            + (f" --threads {threads}" if threads > 1 else "") + (" --fresh" if fresh else "") + (" --recheck" if recheck else "")
+            + (" --grid" if grid else ""))
 
 
 def task_tune():
@@ -175,7 +176,11 @@ def task_tune():
                           {"name": "recheck", "long": "recheck", "type": bool, "default": False,
                            "help": "with --threads: no search; re-time the threads log's best "
                                    "schedules against the one-thread log's, side by side, and keep "
-                                   "those timings (a --threads run ends with this)"}],
+                                   "those timings (a --threads run ends with this)"},
+                          {"name": "grid", "long": "grid", "type": bool, "default": False,
+                           "help": "no search: time every register-tiled schedule of each blocked "
+                                   "convolution against the log's best, side by side, and add the "
+                                   "winners to the log (then re-time the threads log's kernels)"}],
                "doc": f"tune {name}"}
 
 

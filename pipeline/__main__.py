@@ -14,8 +14,8 @@ from toolchain import ToolchainError
 
 def main(argv: list[str]) -> int:
     trials = focus = jobs = threads = None
-    fresh, recheck = "--fresh" in argv, "--recheck" in argv
-    argv = [a for a in argv if a not in ("--fresh", "--recheck")]
+    fresh, recheck, grid = "--fresh" in argv, "--recheck" in argv, "--grid" in argv
+    argv = [a for a in argv if a not in ("--fresh", "--recheck", "--grid")]
     while len(argv) >= 4 and argv[-2] in ("--trials", "--focus", "--jobs", "--threads") and argv[-1].isdigit():
         if argv[-2] == "--trials":
             trials = int(argv[-1])
@@ -31,6 +31,7 @@ def main(argv: list[str]) -> int:
               "       python -m pipeline bench <model>\n"
               "       python -m pipeline tune <model> [--trials N] [--focus K] [--jobs J] [--threads T] [--fresh]\n"
               "       python -m pipeline tune <model> --threads T --recheck\n"
+              "       python -m pipeline tune <model> --grid [--threads T]\n"
               "       python -m pipeline publish <model>\n"
               f"  stages: {', '.join(stages.STAGES)}", file=sys.stderr)
         return 2
@@ -73,6 +74,20 @@ def main(argv: list[str]) -> int:
             from pipeline import tune
 
             p = stages.Paths(m)
+            extra = [f for f, v in (("--trials", trials), ("--focus", focus), ("--jobs", jobs), ("--fresh", fresh)) if v]
+            if (recheck or grid) and extra:
+                raise StageError("tune", m.tuning_dir(), f"{'--recheck' if recheck else '--grid'} does not search: "
+                                 f"{', '.join(extra)} would be ignored; leave them out")
+            if grid:    # time the register-tiled convolution schedules against the log's best
+                if recheck:
+                    raise StageError("tune", m.tuning_dir(), "--grid and --recheck are two runs: give one")
+                t = threads or 1
+                result = tune.grid(p.stage("import", "model.json"), stages.params(m)["relax_build"],
+                                   m.tuning_dir() if t == 1 else m.threads_tuning_dir(),
+                                   p.stage("tune" if t == 1 else "tune_threads"), toolchain.clang(), toolchain.wasm_ld(),
+                                   threads_log=m.threads_tuning_dir(), threads=t, seed_log=m.tuning_dir())
+                print(f"{name}: tune --grid done: {result}", file=sys.stderr)
+                return 0
             threads = threads or 1
             # the threads variant's kernels: their own log, seeded from the one-thread log
             log, work = (m.tuning_dir(), "tune") if threads == 1 else (m.threads_tuning_dir(), "tune_threads")

@@ -623,6 +623,125 @@ def _rewrite_log(log_dir: str, keep: dict) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+GRID_ROUNDS = 2       # every candidate of a kernel, alternated: their fastest timing ranks them
+GRID_FINALISTS = 3    # the best few then race the log's best for RECHECK_ROUNDS rounds
+GRID_MARGIN = 0.97    # a grid schedule goes in the log only when at least 3% faster than its best
+
+
+def _race(measurer: Measurer, paths: dict, which: list, args_info, rounds: int) -> dict:
+    """Time the measurement modules ``paths[i]`` for ``i`` in ``which``, one after another,
+    ``rounds`` times over (alternated, so a slow spell hits them all alike): i -> timings."""
+    secs = {i: [] for i in which}
+    for _ in range(rounds):
+        for i in which:
+            secs[i] += measurer.measure(paths[i], args_info)
+    return secs
+
+
+def grid(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: str, clang, wasm_ld,
+         names: list[str] | None = None, rounds: int = RECHECK_ROUNDS, margin: float = GRID_MARGIN,
+         threads_log: str = "", threads: int = 1, seed_log: str = "") -> dict:
+    """Time the register-tiled schedules of every blocked convolution (``microkernel``; or
+    only the kernels ``names``) against the log's best schedule for it, on one thread, and
+    add the fastest to the log where it wins.
+
+    Per kernel: every candidate is built, and timed ``GRID_ROUNDS`` rounds, alternated; the
+    ``GRID_FINALISTS`` fastest then race the log's best for ``rounds`` rounds, alternated, and
+    the medians decide. A finalist goes in the log when its median is under ``margin`` times
+    the log best's. Its record's time is the log best's recorded time scaled by that ratio:
+    the log's times were taken in other runs, on a machine whose speed drifts, and the build
+    keeps the record with the lowest time, so the side-by-side verdict is what must order them.
+    A kernel the log lacks gets the fastest finalist, at its median. Nothing is removed.
+
+    ``threads_log``: the model's threads log; the kernels that changed are re-timed there
+    (``recheck``), as after a one-thread search.
+
+    ``threads`` > 1: the same for the threads variant. ``log_dir`` is the threads log, the
+    candidates are built as threads variants and timed on ``threads`` threads, and a kernel
+    that log lacks races the one-thread log's (``seed_log``) best, which is what the threads
+    variant runs then. A winner goes in the threads log: at the scaled time when it beat that
+    log's best, at its own median when it beat the one-thread schedule."""
+    import statistics
+
+    from tvm.s_tir import ScheduleError
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+
+    from pipeline import microkernel
+
+    tgt = tune_target(p, threads)
+    os.makedirs(log_dir, exist_ok=True)
+    db = _db(log_dir)
+    seed = _db(seed_log) if threads > 1 and seed_log and relax_build.tuning_files(seed_log) else None
+    kernels = []     # (name, mod, [(candidate, schedule)], best record or None, is it this log's)
+    for t in extract_tasks(module_json, p, threads):
+        mod = t.dispatched[0]
+        extents = microkernel.conv_extents(mod) if names is None or t.task_name in names else None
+        if extents is None:
+            continue
+        scheds = []
+        for cand in microkernel.candidates(extents):
+            try:
+                scheds.append((cand, microkernel.schedule(mod, cand)))
+            except ScheduleError as e:   # (a kernel whose epilogue cannot be fused this way)
+                print(f"tune --grid: {t.task_name}: skipping {cand}: {type(e).__name__}: {str(e)[:200]}",
+                      file=sys.stderr)
+        best, own = (db.get_top_k(db.commit_workload(mod), 1), True) if db.has_workload(mod) else ([], False)
+        if not best and seed is not None and seed.has_workload(mod):
+            best = seed.get_top_k(seed.commit_workload(mod), 1)
+        if scheds:
+            kernels.append((t.task_name, mod, scheds, best[0] if best else None, own))
+    if not kernels:
+        return {"kernels": {}}
+    builder = make_builder(os.path.join(work_dir, "grid"), clang, wasm_ld, workers=os.cpu_count() or 1,
+                           threads=threads > 1)
+    measurer, report = Measurer(threads=threads), {}
+    print(f"tune --grid: {sum(len(k[2]) for k in kernels)} schedules for {len(kernels)} convolutions",
+          file=sys.stderr, flush=True)
+    try:
+        for name, mod, scheds, best, own in kernels:
+            mods = [s.mod for _c, s in scheds] + ([best.as_measure_candidate().sch.mod] if best else [])
+            built = builder.build([BuilderInput(m, tgt) for m in mods])
+            ok = [i for i, b in enumerate(built) if b.error_msg is None]
+            args = ArgInfo.from_prim_func(mod["main"])
+
+            log_i = len(scheds) if best and len(scheds) in ok else None
+            paths = {i: built[i].artifact_path for i in ok}
+            first = _race(measurer, paths, [i for i in ok if i != log_i], args, GRID_ROUNDS)
+            finalists = sorted(first, key=lambda i: min(first[i]))[:GRID_FINALISTS]
+            if not finalists:
+                report[name] = {"error": str(built[0].error_msg)[-300:]}
+                continue
+            raced = _race(measurer, paths, finalists + ([log_i] if log_i is not None else []), args, rounds)
+            final = {i: statistics.median(s) for i, s in raced.items()}
+            win = min(finalists, key=final.get)
+            r = report[name] = {"candidates": len(scheds), "built": len(ok), "grid_ms": round(final[win] * 1e3, 4),
+                                "schedule": scheds[win][0]}
+            if log_i is not None:
+                r["log_ms"] = round(final[log_i] * 1e3, 4)
+                r["ratio"] = round(final[win] / final[log_i], 4)
+            if log_i is None or final[win] < margin * final[log_i]:
+                secs = final[win] if log_i is None or not own else statistics.mean(
+                    float(s) for s in best.run_secs) * final[win] / final[log_i]
+                with _log_lock(os.path.join(work_dir, ".log.lock")):
+                    db.commit_tuning_record(ms.database.TuningRecord(
+                        scheds[win][1].trace, db.commit_workload(mod), [secs], tgt, args))
+                r["kept"] = "grid"
+            else:
+                r["kept"] = "log"
+            print(f"tune --grid: {name}: {r}", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(os.path.join(work_dir, "grid"), ignore_errors=True)
+    out = {"kernels": report, "rounds": rounds, "margin": margin}
+    changed = [n for n, r in report.items() if r.get("kept") == "grid"]
+    if changed and threads == 1 and threads_log and (n := log_threads(threads_log)) > 1:
+        print(f"tune --grid: re-timing the threads log {threads_log} against the new one-thread schedules, "
+              f"{RECHECK_ROUNDS} rounds on {n} threads", file=sys.stderr, flush=True)
+        out["recheck"] = recheck(module_json, p, threads_log, log_dir, work_dir, clang, wasm_ld, n, changed)["kernels"]
+    return out
+
+
 def _tune_group(names: list[str], budget: int, work_dir: str, seed: int, label: str, *, module_json: str,
                 p: relax_build.BuildParams, log_dir: str, clang, wasm_ld, trials_per_iter: int, fresh: bool,
                 chunk: int, round_robin: bool, already: int, lock: str, build_workers: int, side: bool,

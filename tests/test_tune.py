@@ -250,3 +250,103 @@ def test_the_builder_makes_measurement_modules_and_kills_a_build_that_takes_too_
 
     slow = tune.make_builder(str(tmp_path / "slow"), toolchain.clang(), toolchain.wasm_ld(), timeout_s=0.05).build(inputs)
     assert all(r.artifact_path is None and "Timeout" in r.error_msg for r in slow), [r.error_msg for r in slow]
+
+
+def make_blocked_onnx(path):
+    """A first convolution on RGB (3x3, 3 -> 16: the blocked stem layout) and a 1x1 16 -> 32,
+    each with relu, then pool, classifier and softmax: two blocked convolutions (conv2d_NCHWc)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, s, shape).astype(np.float32), n) for n, shape, s in (
+        ("W1", (16, 3, 3, 3), 0.3), ("B1", (16,), 0.1), ("W2", (32, 16, 1, 1), 0.2), ("B2", (32,), 0.1),
+        ("G", (10, 32), 0.3), ("C", (10,), 0.1))]
+    nodes = [helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "W2", "B2"], ["c2"]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "G", "C"], ["l"], transB=1),
+             helper.make_node("Softmax", ["l"], ["y"], axis=1)]
+    graph = helper.make_graph(nodes, "blocked", [helper.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_grid_candidates_keep_the_register_tile_small_and_cover_the_loops():
+    from pipeline.microkernel import candidates
+
+    cands = candidates([1, 64, 14, 14, 16, 16, 1, 1, 16])     # a 1x1 256 -> 1024 at 14x14
+    assert cands and len({json.dumps(c, sort_keys=True) for c in cands}) == len(cands)
+    for c in cands:
+        tiles = c["tiles"]
+        assert [a * b * d * e for a, b, d, e in tiles[:5]] == [1, 64, 14, 14, 16]   # every loop covered
+        assert [a * b for a, b in tiles[5:]] == [16, 1, 1, 16]
+        assert all(t[2] == 1 for t in tiles[:5])                 # nothing between reduction and tile
+        assert tiles[4][3] == 16 and tiles[2][3] * tiles[3][3] <= 4   # 16 lanes by 1-4 pixels
+        assert all(t[1] == 1 for t in tiles[5:])                 # the reduction is one serial loop each
+    assert {c["tiles"][1][0] for c in cands} == {2, 4, 8}        # parallel tasks
+    assert {c["tiles"][3][3] for c in cands} == {1, 2}           # 14 columns: no tile of 3 or 4
+    # one block of output channels: one parallel task
+    assert {c["tiles"][1][0] for c in candidates([1, 1, 8, 8, 16, 1, 3, 3, 3])} == {1}
+
+
+def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winners(doit):
+    """``tune --grid``: each blocked convolution's register-tiled schedules, timed; with no
+    log, the fastest goes in; with one, a schedule goes in only when it beat the log's best
+    side by side, at the log best's time scaled by that ratio. The build applies them. With
+    ``--threads 2``, the same for the threads variant, into its own log."""
+    from pipeline.tune import count_records
+
+    make_blocked_onnx(os.path.join(doit.decls, "blk.onnx"))
+    doit.declare("blk.py", "from pipeline.dsl import model\nmodel('blk', onnx='blk.onnx', tune_trials=6)\n")
+    log, mt = os.path.join(doit.decls, "blk.tuning"), os.path.join(doit.decls, "blk.threads.tuning")
+    rec_path = os.path.join(log, "database_tuning_record.json")
+
+    def records(path):
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    # the threads variant first, with no log at all: the fastest on 2 threads goes in its log
+    res = doit("tune:blk", "--grid", "--threads", "2")
+    assert "schedules for 2 convolutions" in res.stderr and not os.path.exists(rec_path)
+    on_two = records(os.path.join(mt, "database_tuning_record.json"))
+    assert len(on_two) == 2 and all(r[1][2]["num-cores"] == 2 for r in on_two)
+
+    res = doit("tune:blk", "--grid")
+    assert "schedules for 2 convolutions" in res.stderr and "tune --grid done" in res.stderr
+    first = records(rec_path)
+    assert len(first) == 2 and len({r[0] for r in first}) == 2   # one record per convolution
+    assert all(r[1][2]["num-cores"] == 1 and r[1][1][0] > 0 for r in first)
+    assert "re-timing the threads log" in res.stderr       # new one-thread schedules: a recheck
+    doit("build:blk")
+    info = json.load(open(doit.path("blk", "relax_build", "stage.json")))["result"]["tuning"]
+    assert sum(k.startswith("fused_conv2d_NCHWc") for k in info["tuned_kernels"]) == 2, info
+    assert json.load(open(doit.path("blk", "report.json")))["passed"] is True
+    assert json.load(open(doit.path("blk", "report.threads.json")))["passed"] is True
+
+    # a search, then the grid against its best: a grid record goes in only below the best's time
+    doit("tune:blk")
+    before = records(rec_path)
+    best = {}
+    for w, r in before:
+        best[w] = min(best.get(w, float("inf")), sum(r[1]) / len(r[1]))
+    res = doit("tune:blk", "--grid")
+    added = records(rec_path)[len(before):]
+    verdicts = [line for line in res.stderr.splitlines() if line.startswith("tune --grid: fused_conv2d")]
+    assert len(verdicts) == 2 and all("'log_ms'" in v for v in verdicts)
+    assert len(added) == sum("'kept': 'grid'" in v for v in verdicts) <= 2
+    assert all(r[1][0] < best[w] for w, r in added)
+    assert count_records(log) == len(before) + len(added)
+    doit("build:blk")
+    assert json.load(open(doit.path("blk", "report.json")))["passed"] is True
+    # it does not search: search options with it are refused, not ignored
+    for extra in (["--trials", "9"], ["--threads", "2", "--recheck"]):
+        res = doit("tune:blk", "--grid", *extra, check=False)
+        assert res.returncode != 0 and "--grid" in res.stderr
