@@ -234,11 +234,13 @@ int TVMBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv) {
  *
  * A job is published by bumping `generation`; workers wait on it with
  * memory.atomic.wait32 after a short spin. The parallel loop is cut into
- * WF_TASKS_PER_THREAD tasks per thread, and every thread, the launching one included, takes
- * the next task from an atomic counter until none is left, then counts `pending` down; the
- * launching thread waits for `pending` to reach 0. Taking tasks dynamically keeps both
- * cores busy when one runs slower (a shared host): with one fixed share per thread the
- * slowest thread sets the pace. A kernel object that uses TVMBackendParallelBarrier needs
+ * WF_TASKS_PER_THREAD tasks per thread (default 1), and every thread, the launching one
+ * included, takes the next task from an atomic counter until none is left, then counts
+ * `pending` down; the launching thread waits for `pending` to reach 0. More tasks per thread
+ * (-DWF_TASKS_PER_THREAD=4) would keep both cores busy when one runs slower (a shared host),
+ * but each task costs a loop prologue and an atomic: on ResNet-50's threads variant, one
+ * task per thread ran 1.5-5% faster in each of five paired runs (BENCHMARKS.md, fifth,
+ * seventh and eighth sessions), so that is the default. A kernel object that uses TVMBackendParallelBarrier needs
  * all of a launch's tasks running at once, so the link stage then defines
  * WF_ONE_TASK_PER_THREAD. */
 #define WF_MAX_THREADS 64
@@ -249,7 +251,7 @@ int TVMBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv) {
 #ifdef WF_ONE_TASK_PER_THREAD
 #define WF_TASKS_PER_THREAD 1
 #elif !defined(WF_TASKS_PER_THREAD)
-#define WF_TASKS_PER_THREAD 4
+#define WF_TASKS_PER_THREAD 1
 #endif
 
 static struct {
