@@ -5,7 +5,7 @@ where they are and computes the pure arithmetic they feed where its results are 
 kernel whose inner loop is unrolled (what the search mostly keeps) loads every operand of the
 unrolled body first and then computes, so its accumulators and operands cannot all stay in
 the 16 vector registers of x86-64, and they spill to the stack. The schedules here have a
-small register tile instead: one block of output channels (16 lanes: 4 vectors) times 1 to 4
+small register tile instead: one block of output channels (16 lanes: 4 vectors) times 1 to 7
 output pixels, accumulated over a reduction loop that is *not* unrolled, so each iteration
 loads one input value per pixel and the block's weights and does its multiply-adds with the
 accumulators in registers. The space is small (tens of schedules a kernel), so ``tune.grid``
@@ -18,8 +18,10 @@ Pure functions only: ``conv_extents`` reads a workload, ``candidates`` lists the
 from __future__ import annotations
 
 CONV_BLOCK = "conv2d_NCHWc"   # the block conv_lowering.conv2d_nchwc computes
-# output pixels per register tile (rows, columns)
-PIXEL_TILES = ((1, 1), (1, 2), (2, 1), (1, 3), (3, 1), (1, 4), (2, 2))
+# output pixels per register tile (rows, columns). Up to 2 pixels (8 accumulators) fit the
+# registers with the block's 4 weight vectors; 3 to 7 spill a few, and still win where the
+# image is too small for more tiles of 2 (the 7x7 layers: 7 pixels, 28 accumulators)
+PIXEL_TILES = ((1, 1), (1, 2), (2, 1), (1, 3), (3, 1), (1, 4), (2, 2), (1, 7), (7, 1))
 PARALLEL_SPLITS = (2, 4, 8)   # tasks of the outer parallel loop (output channel blocks)
 
 
