@@ -66,7 +66,7 @@ def schedule(mod, cand: dict):
 
     Loop nest: the outer channel blocks in parallel; the tile loops over channel blocks and
     pixels; then the whole reduction (input channel blocks, kernel rows and columns, the 16
-    channels of a block), serial and not unrolled; inside it, the register tile: 1-4 pixels
+    channels of a block), serial and not unrolled; inside it, the register tile: 1-7 pixels
     by the 16 output lanes (vectorized); the epilogue after each tile, while it is hot."""
     from tvm import s_tir
 
