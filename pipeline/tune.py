@@ -509,9 +509,8 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
               f"{RECHECK_ROUNDS} rounds on {threads} threads", file=sys.stderr, flush=True)
         out["recheck"] = recheck(module_json, p, log_dir, seed_log, work_dir, clang, wasm_ld, threads, names)["kernels"]
         out["records"] = count_records(log_dir)
-    elif threads_log and log_threads(threads_log) > 1:
+    elif threads_log and (n := log_threads(threads_log)) > 1:
         # new one-thread schedules: the threads log's side-by-side times are against the old ones
-        n = log_threads(threads_log)
         print(f"tune: the threads log {threads_log} has these kernels too: re-timing its best schedules "
               f"against the new one-thread ones, {RECHECK_ROUNDS} rounds on {n} threads", file=sys.stderr, flush=True)
         out["recheck"] = recheck(module_json, p, threads_log, log_dir, work_dir, clang, wasm_ld, n, names)["kernels"]

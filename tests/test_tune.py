@@ -10,6 +10,12 @@ from conftest import make_tiny_onnx
 from test_cache import sha
 
 
+def records(log_dir):
+    """A tuning log's records, parsed: [workload index, record] each."""
+    with open(os.path.join(log_dir, "database_tuning_record.json")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def tuned_info(doit):
     return json.load(open(doit.path("tiny", "relax_build", "stage.json")))["result"]["tuning"]
 
@@ -115,23 +121,23 @@ def test_threads_tune_a_log_of_their_own_that_only_the_threads_variant_links(doi
     res = doit("tune:tiny", "--threads", "2", "--trials", "8")
     assert "(0 already in" in res.stderr and "tiny.threads.tuning" in res.stderr
     assert "re-timing the tuned kernels' best schedules" in res.stderr
-    records = [json.loads(line) for line in open(os.path.join(mt, "database_tuning_record.json")) if line.strip()]
-    assert all(r[1][2]["num-cores"] == 2 for r in records)   # timed on 2 threads, every one
+    rechecked = records(mt)
+    assert all(r[1][2]["num-cores"] == 2 for r in rechecked)   # timed on 2 threads, every one
     assert count_records(one) == n_one                     # the one-thread log is untouched
     # the run ends re-timing each kernel's best against the one-thread log's best, side by
     # side: those two records are all that kernel keeps
     per_kernel = {}
-    for r in records:
+    for r in rechecked:
         per_kernel.setdefault(r[0], []).append(r[1])
     assert per_kernel and all(len(v) <= 2 for v in per_kernel.values()), per_kernel
     one_traces = {json.dumps(json.loads(line)[1][0]) for line in open(os.path.join(one, "database_tuning_record.json"))}
-    assert any(json.dumps(r[1][0]) in one_traces for r in records)    # a one-thread schedule, re-timed
+    assert any(json.dumps(r[1][0]) in one_traces for r in rechecked)    # a one-thread schedule, re-timed
     # --recheck alone re-times them again, with no search: the same schedules, new times
     res = doit("tune:tiny", "--threads", "2", "--recheck")
-    again = [json.loads(line) for line in open(os.path.join(mt, "database_tuning_record.json")) if line.strip()]
-    assert sorted(json.dumps(r[1][0]) for r in again) == sorted(json.dumps(r[1][0]) for r in records)
+    again = records(mt)
+    assert sorted(json.dumps(r[1][0]) for r in again) == sorted(json.dumps(r[1][0]) for r in rechecked)
     times = lambda recs: {(r[0], json.dumps(r[1][0])): r[1][1] for r in recs}   # noqa: E731
-    assert times(again).keys() == times(records).keys() and times(again) != times(records)
+    assert times(again).keys() == times(rechecked).keys() and times(again) != times(rechecked)
     assert "tune --recheck done" in res.stderr and "'kept': " in res.stderr
     res = doit("tune:tiny", "--recheck", check=False)
     assert res.returncode != 0 and "--recheck re-times the threads variant's log: give --threads T" in res.stderr
@@ -160,7 +166,7 @@ def test_threads_tune_a_log_of_their_own_that_only_the_threads_variant_links(doi
     res = doit("tune:tiny", "--trials", str(n_one + 6))
     assert "re-timing its best schedules against the new one-thread ones" in res.stderr
     assert count_records(one) > n_one
-    after = [json.loads(line) for line in open(os.path.join(mt, "database_tuning_record.json")) if line.strip()]
+    after = records(mt)
     assert times(after) != times(again) and all(r[1][2]["num-cores"] == 2 for r in after)
 
 
@@ -309,19 +315,15 @@ def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winner
     log, mt = os.path.join(doit.decls, "blk.tuning"), os.path.join(doit.decls, "blk.threads.tuning")
     rec_path = os.path.join(log, "database_tuning_record.json")
 
-    def records(path):
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-
     # the threads variant first, with no log at all: the fastest on 2 threads goes in its log
     res = doit("tune:blk", "--grid", "--threads", "2")
     assert "schedules for 2 convolutions" in res.stderr and not os.path.exists(rec_path)
-    on_two = records(os.path.join(mt, "database_tuning_record.json"))
+    on_two = records(mt)
     assert len(on_two) == 2 and all(r[1][2]["num-cores"] == 2 for r in on_two)
 
     res = doit("tune:blk", "--grid")
     assert "schedules for 2 convolutions" in res.stderr and "tune --grid done" in res.stderr
-    first = records(rec_path)
+    first = records(log)
     assert len(first) == 2 and len({r[0] for r in first}) == 2   # one record per convolution
     assert all(r[1][2]["num-cores"] == 1 and r[1][1][0] > 0 for r in first)
     assert "re-timing the threads log" in res.stderr       # new one-thread schedules: a recheck
@@ -333,12 +335,12 @@ def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winner
 
     # a search, then the grid against its best: a grid record goes in only below the best's time
     doit("tune:blk")
-    before = records(rec_path)
+    before = records(log)
     best = {}
     for w, r in before:
         best[w] = min(best.get(w, float("inf")), sum(r[1]) / len(r[1]))
     res = doit("tune:blk", "--grid")
-    added = records(rec_path)[len(before):]
+    added = records(log)[len(before):]
     verdicts = [line for line in res.stderr.splitlines() if line.startswith("tune --grid: fused_conv2d")]
     assert len(verdicts) == 2 and all("'log_ms'" in v for v in verdicts)
     assert len(added) == sum("'kept': 'grid'" in v for v in verdicts) <= 2

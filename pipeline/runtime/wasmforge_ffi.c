@@ -240,9 +240,9 @@ int TVMBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv) {
  * (-DWF_TASKS_PER_THREAD=4) would keep both cores busy when one runs slower (a shared host),
  * but each task costs a loop prologue and an atomic: on ResNet-50's threads variant, one
  * task per thread ran 1.5-5% faster in each of five paired runs (BENCHMARKS.md, fifth,
- * seventh and eighth sessions), so that is the default. A kernel object that uses TVMBackendParallelBarrier needs
- * all of a launch's tasks running at once, so the link stage then defines
- * WF_ONE_TASK_PER_THREAD. */
+ * seventh and eighth sessions), so that is the default. A kernel object that uses
+ * TVMBackendParallelBarrier needs all of a launch's tasks running at once, so the link stage
+ * then defines WF_ONE_TASK_PER_THREAD. */
 #define WF_MAX_THREADS 64
 #define WF_WORKER_STACK (1u << 20)
 #ifndef WF_SPIN
