@@ -528,6 +528,17 @@ def log_threads(log_dir: str) -> int:
 RECHECK_ROUNDS = 5
 
 
+def _race(measurer: Measurer, modules: dict, rounds: int) -> dict:
+    """Time each measurement module ``modules[i] = (path, args_info)`` once per round, one
+    after another, for ``rounds`` rounds (alternated, so a slow spell hits them all alike);
+    returns i -> its timings."""
+    secs = {i: [] for i in modules}
+    for _ in range(rounds):
+        for i, (path, args_info) in modules.items():
+            secs[i] += measurer.measure(path, args_info)
+    return secs
+
+
 def recheck(module_json: str, p: relax_build.BuildParams, log_dir: str, seed_log: str, work_dir: str,
             clang, wasm_ld, threads: int, names: list[str] | None = None, rounds: int = RECHECK_ROUNDS) -> dict:
     """Re-time each kernel of the threads log ``log_dir`` (or only ``names``) side by side:
@@ -567,11 +578,8 @@ def recheck(module_json: str, p: relax_build.BuildParams, log_dir: str, seed_log
     cands = [(name, mod, which, rec, rec.as_measure_candidate())
              for name, mod, recs in chosen for which, rec in recs.items()]
     built = builder.build([BuilderInput(c.sch.mod, tgt) for *_, c in cands])
-    measurer, secs = Measurer(threads=threads), {}
-    for _ in range(rounds):           # alternated, so a slow spell hits both alike
-        for i, (name, _m, which, _r, c) in enumerate(cands):
-            if built[i].error_msg is None:
-                secs.setdefault(i, []).extend(measurer.measure(built[i].artifact_path, c.args_info))
+    secs = _race(Measurer(threads=threads), {i: (b.artifact_path, cands[i][4].args_info)
+                                             for i, b in enumerate(built) if b.error_msg is None}, rounds)
     report, keep = {}, {}
     for i, (name, mod, which, rec, _c) in enumerate(cands):
         if i not in secs:   # (it built when it was tuned: a timeout on a busy machine, say)
@@ -627,14 +635,6 @@ GRID_FINALISTS = 3    # the best few then race the log's best for RECHECK_ROUNDS
 GRID_MARGIN = 0.97    # a grid schedule goes in the log only when at least 3% faster than its best
 
 
-def _race(measurer: Measurer, paths: dict, which: list, args_info, rounds: int) -> dict:
-    """Time the measurement modules ``paths[i]`` for ``i`` in ``which``, one after another,
-    ``rounds`` times over (alternated, so a slow spell hits them all alike): i -> timings."""
-    secs = {i: [] for i in which}
-    for _ in range(rounds):
-        for i in which:
-            secs[i] += measurer.measure(paths[i], args_info)
-    return secs
 
 
 def grid(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: str, clang, wasm_ld,
@@ -706,13 +706,14 @@ def grid(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: s
             args = ArgInfo.from_prim_func(mod["main"])
 
             log_i = len(scheds) if best and len(scheds) in ok else None
-            paths = {i: built[i].artifact_path for i in ok}
-            first = _race(measurer, paths, [i for i in ok if i != log_i], args, GRID_ROUNDS)
+            modules = {i: (built[i].artifact_path, args) for i in ok}
+            first = _race(measurer, {i: m for i, m in modules.items() if i != log_i}, GRID_ROUNDS)
             finalists = sorted(first, key=lambda i: min(first[i]))[:GRID_FINALISTS]
             if not finalists:
                 report[name] = {"error": str(built[0].error_msg)[-300:]}
                 continue
-            raced = _race(measurer, paths, finalists + ([log_i] if log_i is not None else []), args, rounds)
+            raced = _race(measurer, {i: modules[i] for i in finalists + ([log_i] if log_i is not None else [])},
+                          rounds)
             final = {i: statistics.median(s) for i, s in raced.items()}
             win = min(finalists, key=final.get)
             r = report[name] = {"candidates": len(scheds), "built": len(ok), "grid_ms": round(final[win] * 1e3, 4),
