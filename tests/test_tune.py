@@ -308,8 +308,6 @@ def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winner
     log, the fastest goes in; with one, a schedule goes in only when it beat the log's best
     side by side, at the log best's time scaled by that ratio. The build applies them. With
     ``--threads 2``, the same for the threads variant, into its own log."""
-    from pipeline.tune import count_records
-
     make_blocked_onnx(os.path.join(doit.decls, "blk.onnx"))
     doit.declare("blk.py", "from pipeline.dsl import model\nmodel('blk', onnx='blk.onnx', tune_trials=6)\n")
     log, mt = os.path.join(doit.decls, "blk.tuning"), os.path.join(doit.decls, "blk.threads.tuning")
@@ -336,6 +334,8 @@ def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winner
     # a search, then the grid against its best: a grid record goes in only below the best's time
     doit("tune:blk")
     before = records(log)
+    with open(os.path.join(log, "database_workload.json")) as f:
+        workloads = f.read()
     best = {}
     for w, r in before:
         best[w] = min(best.get(w, float("inf")), sum(r[1]) / len(r[1]))
@@ -345,7 +345,8 @@ def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winner
     assert len(verdicts) == 2 and all("'log_ms'" in v for v in verdicts)
     assert len(added) == sum("'kept': 'grid'" in v for v in verdicts) <= 2
     assert all(r[1][0] < best[w] for w, r in added)
-    assert count_records(log) == len(before) + len(added)
+    with open(os.path.join(log, "database_workload.json")) as f:
+        assert f.read() == workloads          # the same kernels: records added under their workloads
     doit("build:blk")
     assert json.load(open(doit.path("blk", "report.json")))["passed"] is True
     # it does not search: search options with it are refused, not ignored
