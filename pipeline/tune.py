@@ -635,8 +635,6 @@ GRID_FINALISTS = 3    # the best few then race the log's best for RECHECK_ROUNDS
 GRID_MARGIN = 0.97    # a grid schedule goes in the log only when at least 3% faster than its best
 
 
-
-
 def grid(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: str, clang, wasm_ld,
          names: list[str] | None = None, rounds: int = RECHECK_ROUNDS, margin: float = GRID_MARGIN,
          threads_log: str = "", threads: int = 1, seed_log: str = "") -> dict:
