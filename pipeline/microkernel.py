@@ -1,4 +1,5 @@
-"""Register-tiled schedules for the blocked convolutions (``conv2d_NCHWc``), for ``tune --grid``.
+"""Register-tiled schedules for the blocked convolutions (``conv2d_NCHWc``) and the Winograd
+convolutions' batched GEMM (``bgemm``), for ``tune --grid``.
 
 Why MetaSchedule's own search misses them: wasmtime's Cranelift keeps a wasm function's loads
 where they are and computes the pure arithmetic they feed where its results are needed. A
@@ -11,13 +12,28 @@ loads one input value per pixel and the block's weights and does its multiply-ad
 accumulators in registers. The space is small (tens of schedules a kernel), so ``tune.grid``
 times all of it rather than searching it.
 
-Pure functions only: ``conv_extents`` reads a workload, ``candidates`` lists the space,
-``schedule`` applies one candidate (as a traced ``Schedule``, so it can be a tuning record).
+The Winograd kernels (``conv_lowering.conv2d_winograd``) get the same kind of tile in their
+batched GEMM, ``bgemm[e, n, o, p] = sum over ci of data_pack[e, n, ci, p] * weight[e, n, ci, o]``:
+16 output channels (the weights' contiguous axis) by 1-7 tiles ``p``. The GEMM's output is an
+intermediate buffer, so the schedule re-lays it ``[e, n, p, o]`` (the workload, and so the
+tuning log's key, is unchanged) and the tile's stores are whole vectors. Its other knob is how
+much of the reduction a tile's accumulators stay in registers for: all of ``ci`` (the weights
+are re-read once per tile of ``p``), or a chunk of 1-4 channels, the loops over ``p`` and ``o``
+inside the chunk loop, so the weights (up to 37.7 MB a call for ResNet-50's 512-channel
+layer) stream through once, row after contiguous row, and the accumulators go through L1.
+The transforms around the GEMM are scheduled the way MetaSchedule's Winograd rules do:
+unrolled, scalar, one parallel loop over channels; the inverse may also take vectors of 4
+output channels, which the re-laid GEMM output holds contiguous.
+
+Pure functions only: ``space`` finds a workload's kind and extents, ``candidates`` and
+``winograd_candidates`` list the spaces, ``schedule`` and ``winograd_schedule`` apply one
+candidate (as a traced ``Schedule``, so it can be a tuning record).
 """
 
 from __future__ import annotations
 
 CONV_BLOCK = "conv2d_NCHWc"   # the block conv_lowering.conv2d_nchwc computes
+GEMM_BLOCK = "bgemm"          # the batched GEMM of conv_lowering.conv2d_winograd
 # output pixels per register tile (rows, columns). Up to 2 pixels (8 accumulators) fit the
 # registers with the block's 4 weight vectors; 3 to 7 spill a few, and still win where the
 # image is too small for more tiles of 2 (the 7x7 layers: 7 pixels, 28 accumulators)
@@ -25,21 +41,48 @@ PIXEL_TILES = ((1, 1), (1, 2), (2, 1), (1, 3), (3, 1), (1, 4), (2, 2), (1, 7), (
 PARALLEL_SPLITS = (2, 4, 8)   # tasks of the outer parallel loop (output channel blocks)
 
 
-def conv_extents(mod) -> list[int] | None:
-    """The loop extents ``[b, oc, y, x, ob, rc, rh, rw, rb]`` of the workload's blocked
-    convolution, or None when it has none (not a kernel this space covers)."""
+# Winograd GEMM tiles: output-channel lanes, tiles p, and how many input channels the
+# accumulators stay in registers for (None: all of them)
+GEMM_LANES = (16, 8)
+GEMM_P_TILES = (1, 2, 4, 7)
+GEMM_CI_CHUNKS = (None, 1, 2, 4)
+GEMM_MAX_ACCUMULATORS = 16    # vectors: p tile x lanes / 4
+INVERSE_LANES = (None, 4)     # the inverse transform: scalar, or 4 output channels a vector
+
+
+def _extents(mod, block: str, n: int) -> list[int] | None:
     from tvm import s_tir
 
     sch = s_tir.Schedule(mod)
-    if CONV_BLOCK not in [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]:
-        return None     # (a Winograd kernel, a pool, ...)
-    loops = sch.get_loops(sch.get_sblock(CONV_BLOCK))
-    if len(loops) != 9:
+    if block not in [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]:
+        return None     # (another kind of kernel: a pool, ...)
+    loops = sch.get_loops(sch.get_sblock(block))
+    if len(loops) != n:
         return None
     try:
         return [int(sch.get(lp).extent) for lp in loops]
     except TypeError:   # a symbolic extent (a dynamic shape)
         return None
+
+
+def conv_extents(mod) -> list[int] | None:
+    """The loop extents ``[b, oc, y, x, ob, rc, rh, rw, rb]`` of the workload's blocked
+    convolution, or None when it has none (not a kernel this space covers)."""
+    return _extents(mod, CONV_BLOCK, 9)
+
+
+def gemm_extents(mod) -> list[int] | None:
+    """The loop extents ``[e, n, o, p, ci]`` of the workload's Winograd GEMM, or None."""
+    return _extents(mod, GEMM_BLOCK, 5)
+
+
+def space(mod):
+    """A workload's grid: ``(candidates, schedule function)``, or None when it has none."""
+    if (ext := conv_extents(mod)) is not None:
+        return candidates(ext), schedule
+    if (ext := gemm_extents(mod)) is not None:
+        return winograd_candidates(ext), winograd_schedule
+    return None
 
 
 def candidates(extents: list[int]) -> list[dict]:
@@ -94,4 +137,85 @@ def schedule(mod, cand: dict):
     if after:
         sch.vectorize(sch.get_loops(sch.get_sblock(after[-1]))[-1])
     sch.decompose_reduction(conv, sch.get_loops(conv)[6])   # zero the tile before the reduction
+    return sch
+
+
+def winograd_candidates(extents: list[int]) -> list[dict]:
+    """The schedules to time for a Winograd GEMM with these loop extents ``[e, n, o, p, ci]``:
+    ``lanes`` output channels (vectorized) by ``p_tile`` tiles, accumulated over ``ci_chunk``
+    input channels (None: all of them, one tile after another); ``inverse_lanes``: the inverse
+    transform scalar (None) or vectorized over that many output channels, its output re-laid
+    so they are contiguous, as the GEMM's are."""
+    _e, _n, o, p, ci = extents
+    out = []
+    for lanes in GEMM_LANES:
+        for pt in GEMM_P_TILES:
+            if o % lanes or p % pt or pt * lanes // 4 > GEMM_MAX_ACCUMULATORS:
+                continue
+            for chunk in GEMM_CI_CHUNKS:
+                if chunk is None or ci % chunk == 0:
+                    out += [{"lanes": lanes, "p_tile": pt, "ci_chunk": chunk, "inverse_lanes": il}
+                            for il in INVERSE_LANES if il is None or o % il == 0]
+    return out
+
+
+def winograd_schedule(mod, cand: dict):
+    """``mod``'s Winograd convolution with its GEMM scheduled as ``cand`` says (see the
+    module's docstring); returns the (traced) Schedule.
+
+    The input transform runs per input channel (in parallel), its padded plane computed
+    there and the 6x6 tile gathered in the unrolled transform; the inverse transform per
+    output channel, unrolled; the epilogue (batch norm, relu) inlined into the output."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(mod)
+    blk = sch.get_sblock
+    root = blk("root")
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(root)]
+    for const in ("B", "A"):                  # the transform matrices: constants in the code
+        if const in names:
+            sch.compute_inline(blk(const))
+    # input transform
+    pack = blk("data_pack")
+    e, n, c, p, ra, rb = sch.get_loops(pack)
+    sch.reorder(c, p, e, n, ra, rb)
+    for lp in (e, n, ra, rb):
+        sch.unroll(lp)
+    sch.compute_inline(blk("input_tile"))
+    sch.compute_at(blk("data_pad"), c)
+    sch.parallel(c)
+    # the GEMM
+    gemm = blk(GEMM_BLOCK)
+    sch.transform_layout(gemm, ("write", 0), lambda e, n, o, p: (e, n, p, o))
+    e, n, o, p, ci = sch.get_loops(gemm)
+    o0, o1 = sch.split(o, [None, cand["lanes"]], preserve_unit_iters=True)
+    p0, p1 = sch.split(p, [None, cand["p_tile"]], preserve_unit_iters=True)
+    chunk = cand["ci_chunk"]
+    c0, c1 = sch.split(ci, [None, chunk or int(sch.get(ci).extent)], preserve_unit_iters=True)
+    if chunk is None:       # a tile at a time, its accumulators in registers over all of ci
+        sch.reorder(e, n, o0, p0, c0, c1, p1, o1)
+        sch.parallel(sch.fuse(e, n, o0))
+    else:                   # a chunk of ci at a time, the weights streamed through once
+        sch.reorder(e, n, c0, p0, o0, c1, p1, o1)
+        sch.parallel(sch.fuse(e, n))
+    sch.vectorize(o1)
+    sch.decompose_reduction(gemm, c0)
+    # inverse transform, and the epilogue inlined into the output block
+    inv = blk("inverse")
+    if cand["inverse_lanes"]:
+        sch.transform_layout(inv, ("write", 0), lambda o, p, vh, vw: (p, vh, vw, o))
+    o, p, vh, vw, ra, rb = sch.get_loops(inv)
+    if cand["inverse_lanes"]:
+        o, lanes = sch.split(o, [None, cand["inverse_lanes"]], preserve_unit_iters=True)
+        sch.reorder(o, p, vh, vw, ra, rb, lanes)
+        sch.vectorize(lanes)
+    for lp in (vh, vw, ra, rb):
+        sch.unroll(lp)
+    sch.parallel(o)
+    sch.decompose_reduction(inv, ra)
+    after = names[names.index("inverse") + 1:]
+    for name in after[:-1]:
+        sch.compute_inline(blk(name))
+    last = sch.get_loops(blk(after[-1]))
+    sch.parallel(sch.fuse(*last[:2]))
     return sch

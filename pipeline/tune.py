@@ -509,12 +509,21 @@ def run(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: st
               f"{RECHECK_ROUNDS} rounds on {threads} threads", file=sys.stderr, flush=True)
         out["recheck"] = recheck(module_json, p, log_dir, seed_log, work_dir, clang, wasm_ld, threads, names)["kernels"]
         out["records"] = count_records(log_dir)
-    elif threads_log and (n := log_threads(threads_log)) > 1:
-        # new one-thread schedules: the threads log's side-by-side times are against the old ones
-        print(f"tune: the threads log {threads_log} has these kernels too: re-timing its best schedules "
-              f"against the new one-thread ones, {RECHECK_ROUNDS} rounds on {n} threads", file=sys.stderr, flush=True)
-        out["recheck"] = recheck(module_json, p, threads_log, log_dir, work_dir, clang, wasm_ld, n, names)["kernels"]
+    elif (rechecked := _recheck_threads_log(module_json, p, threads_log, log_dir, work_dir, clang, wasm_ld,
+                                            names, "tune")) is not None:
+        out["recheck"] = rechecked
     return out
+
+
+def _recheck_threads_log(module_json: str, p: relax_build.BuildParams, threads_log: str, log_dir: str,
+                         work_dir: str, clang, wasm_ld, names: list[str], label: str) -> dict | None:
+    """After new one-thread schedules for the kernels ``names``: re-time them in the threads
+    log, if the model has one (its side-by-side times were taken against the old ones)."""
+    if not threads_log or (n := log_threads(threads_log)) <= 1:
+        return None
+    print(f"{label}: re-timing the threads log {threads_log}: its best schedules against the new one-thread "
+          f"ones, {RECHECK_ROUNDS} rounds on {n} threads", file=sys.stderr, flush=True)
+    return recheck(module_json, p, threads_log, log_dir, work_dir, clang, wasm_ld, n, names)["kernels"]
 
 
 def log_threads(log_dir: str) -> int:
@@ -596,7 +605,9 @@ def recheck(module_json: str, p: relax_build.BuildParams, log_dir: str, seed_log
 
 
 def _trace_key(rec) -> str:
-    return json.dumps(rec.as_json()[0])   # the schedule: its instructions and decisions
+    # the schedule, its instructions and decisions, as the Python it prints as (a record's
+    # JSON form holds objects, a transform_layout's index map, that do not convert to Python)
+    return str(rec.trace)
 
 
 def _rewrite_log(log_dir: str, keep: dict) -> None:
@@ -638,8 +649,8 @@ GRID_MARGIN = 0.97    # a grid schedule goes in the log only when at least 3% fa
 def grid(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: str, clang, wasm_ld,
          names: list[str] | None = None, rounds: int = RECHECK_ROUNDS, margin: float = GRID_MARGIN,
          threads_log: str = "", threads: int = 1, seed_log: str = "") -> dict:
-    """Time the register-tiled schedules of every blocked convolution (``microkernel``; or
-    only the kernels ``names``) against the log's best schedule for it, on one thread, and
+    """Time the register-tiled schedules of every blocked and Winograd convolution
+    (``microkernel``; or only the kernels ``names``) against the log's best schedule for it, on one thread, and
     add the fastest to the log where it wins.
 
     Per kernel: every candidate is built, and timed ``GRID_ROUNDS`` rounds, alternated; the
@@ -674,13 +685,13 @@ def grid(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: s
     kernels = []     # (name, mod, [(candidate, schedule)], best record or None, is it this log's)
     for t in extract_tasks(module_json, p, threads):
         mod = t.dispatched[0]
-        extents = microkernel.conv_extents(mod) if names is None or t.task_name in names else None
-        if extents is None:
+        grid_space = microkernel.space(mod) if names is None or t.task_name in names else None
+        if grid_space is None:
             continue
-        scheds = []
-        for cand in microkernel.candidates(extents):
+        scheds, (cands, schedule) = [], grid_space
+        for cand in cands:
             try:
-                scheds.append((cand, microkernel.schedule(mod, cand)))
+                scheds.append((cand, schedule(mod, cand)))
             except ScheduleError as e:   # (a kernel whose epilogue cannot be fused this way)
                 print(f"tune --grid: {t.task_name}: skipping {cand}: {type(e).__name__}: {str(e)[:200]}",
                       file=sys.stderr)
@@ -733,10 +744,9 @@ def grid(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: s
         shutil.rmtree(os.path.join(work_dir, "grid"), ignore_errors=True)
     out = {"kernels": report, "rounds": rounds, "margin": margin}
     changed = [n for n, r in report.items() if r.get("kept") == "grid"]
-    if changed and threads == 1 and threads_log and (n := log_threads(threads_log)) > 1:
-        print(f"tune --grid: re-timing the threads log {threads_log} against the new one-thread schedules, "
-              f"{RECHECK_ROUNDS} rounds on {n} threads", file=sys.stderr, flush=True)
-        out["recheck"] = recheck(module_json, p, threads_log, log_dir, work_dir, clang, wasm_ld, n, changed)["kernels"]
+    if changed and threads == 1 and (rechecked := _recheck_threads_log(
+            module_json, p, threads_log, log_dir, work_dir, clang, wasm_ld, changed, "tune --grid")) is not None:
+        out["recheck"] = rechecked
     return out
 
 

@@ -164,7 +164,7 @@ def test_threads_tune_a_log_of_their_own_that_only_the_threads_variant_links(doi
     # more one-thread tuning: the threads log's kernels are re-timed against the new one-thread
     # schedules (its times were taken against the old ones)
     res = doit("tune:tiny", "--trials", str(n_one + 6))
-    assert "re-timing its best schedules against the new one-thread ones" in res.stderr
+    assert "re-timing the threads log" in res.stderr and "against the new one-thread ones" in res.stderr
     assert count_records(one) > n_one
     after = records(mt)
     assert times(after) != times(again) and all(r[1][2]["num-cores"] == 2 for r in after)
@@ -259,8 +259,9 @@ def test_the_builder_makes_measurement_modules_and_kills_a_build_that_takes_too_
 
 
 def make_blocked_onnx(path):
-    """A first convolution on RGB (3x3, 3 -> 16: the blocked stem layout) and a 1x1 16 -> 32,
-    each with relu, then pool, classifier and softmax: two blocked convolutions (conv2d_NCHWc)."""
+    """A first convolution on RGB (3x3, 3 -> 16: the blocked stem layout), a 1x1 16 -> 32 and
+    a 3x3 32 -> 32, each with relu, then pool, classifier and softmax: two blocked convolutions
+    (conv2d_NCHWc) and a Winograd one."""
     import numpy as np
     import onnx
     from onnx import TensorProto as T
@@ -269,12 +270,15 @@ def make_blocked_onnx(path):
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.normal(0, s, shape).astype(np.float32), n) for n, shape, s in (
         ("W1", (16, 3, 3, 3), 0.3), ("B1", (16,), 0.1), ("W2", (32, 16, 1, 1), 0.2), ("B2", (32,), 0.1),
+        ("W3", (32, 32, 3, 3), 0.06), ("B3", (32,), 0.1),
         ("G", (10, 32), 0.3), ("C", (10,), 0.1))]
     nodes = [helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c1"], ["r1"]),
              helper.make_node("Conv", ["r1", "W2", "B2"], ["c2"]),
              helper.make_node("Relu", ["c2"], ["r2"]),
-             helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+             helper.make_node("Conv", ["r2", "W3", "B3"], ["c3"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c3"], ["r3"]),
+             helper.make_node("GlobalAveragePool", ["r3"], ["p"]),
              helper.make_node("Flatten", ["p"], ["f"]),
              helper.make_node("Gemm", ["f", "G", "C"], ["l"], transB=1),
              helper.make_node("Softmax", ["l"], ["y"], axis=1)]
@@ -303,8 +307,46 @@ def test_grid_candidates_keep_the_register_tile_small_and_cover_the_loops():
     assert {c["tiles"][1][0] for c in candidates([1, 1, 8, 8, 16, 1, 3, 3, 3])} == {1}
 
 
+def test_winograd_grid_schedules_compute_the_same_convolution():
+    """Every Winograd GEMM candidate, on a kernel with an epilogue (add, relu), computes what
+    the unscheduled kernel does: the GEMM re-laid, tiled, chunked; the inverse scalar or
+    vectorized; the epilogue inlined."""
+    import numpy as np
+    import tvm
+    from tvm import te, topi
+
+    from pipeline import conv_lowering, microkernel
+
+    c, o, hw = 16, 32, 8
+    data = te.placeholder((1, c, hw, hw), name="data")
+    wt = te.placeholder((6, 6, c, o), name="wt")
+    conv = conv_lowering.conv2d_winograd(data, wt, (1, 1), (1, 1, 1, 1), (1, 1))
+    out = topi.nn.relu(topi.add(conv, te.placeholder((1, o, 1, 1), name="bias")))
+    func = te.create_prim_func([data, wt, *out.op.input_tensors[0].op.input_tensors[1:], out])
+    mod = tvm.IRModule({"main": func})
+    assert microkernel.conv_extents(mod) is None and microkernel.gemm_extents(mod) == [6, 6, o, 4, c]
+    cands, schedule = microkernel.space(mod)
+    assert schedule is microkernel.winograd_schedule
+    assert {(k["lanes"], k["p_tile"]) for k in cands} == {(16, 1), (16, 2), (16, 4), (8, 1), (8, 2), (8, 4)}
+    assert {k["ci_chunk"] for k in cands} == {None, 1, 2, 4}
+    assert {k["inverse_lanes"] for k in cands} == {None, 4}
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal([int(d) for d in b.shape]).astype(np.float32) for b in (data, wt)]
+    args.append(rng.standard_normal((1, o, 1, 1)).astype(np.float32))
+
+    def run(m):
+        got = tvm.runtime.tensor(np.zeros((1, o, hw, hw), np.float32))
+        tvm.compile(m, target="llvm")(*[tvm.runtime.tensor(a) for a in args], got)
+        return got.numpy()
+
+    want = run(mod)
+    assert (want > 0).any() and (want == 0).any()       # the relu did something
+    for cand in cands:
+        np.testing.assert_allclose(run(schedule(mod, cand).mod), want, rtol=1e-5, atol=1e-5, err_msg=str(cand))
+
+
 def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winners(doit):
-    """``tune --grid``: each blocked convolution's register-tiled schedules, timed; with no
+    """``tune --grid``: each blocked and Winograd convolution's register-tiled schedules, timed; with no
     log, the fastest goes in; with one, a schedule goes in only when it beat the log's best
     side by side, at the log best's time scaled by that ratio. The build applies them. With
     ``--threads 2``, the same for the threads variant, into its own log."""
@@ -315,19 +357,20 @@ def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winner
 
     # the threads variant first, with no log at all: the fastest on 2 threads goes in its log
     res = doit("tune:blk", "--grid", "--threads", "2")
-    assert "schedules for 2 convolutions" in res.stderr and not os.path.exists(rec_path)
+    assert "schedules for 3 convolutions" in res.stderr and not os.path.exists(rec_path)
     on_two = records(mt)
-    assert len(on_two) == 2 and all(r[1][2]["num-cores"] == 2 for r in on_two)
+    assert len(on_two) == 3 and all(r[1][2]["num-cores"] == 2 for r in on_two)
 
     res = doit("tune:blk", "--grid")
-    assert "schedules for 2 convolutions" in res.stderr and "tune --grid done" in res.stderr
+    assert "schedules for 3 convolutions" in res.stderr and "tune --grid done" in res.stderr
     first = records(log)
-    assert len(first) == 2 and len({r[0] for r in first}) == 2   # one record per convolution
+    assert len(first) == 3 and len({r[0] for r in first}) == 3   # one record per convolution
     assert all(r[1][2]["num-cores"] == 1 and r[1][1][0] > 0 for r in first)
-    assert "re-timing the threads log" in res.stderr       # new one-thread schedules: a recheck
+    assert "re-timing the threads log" in res.stderr and "against the new one-thread ones" in res.stderr
     doit("build:blk")
     info = json.load(open(doit.path("blk", "relax_build", "stage.json")))["result"]["tuning"]
     assert sum(k.startswith("fused_conv2d_NCHWc") for k in info["tuned_kernels"]) == 2, info
+    assert sum(k.startswith("fused_conv2d_winograd") for k in info["tuned_kernels"]) == 1, info
     assert json.load(open(doit.path("blk", "report.json")))["passed"] is True
     assert json.load(open(doit.path("blk", "report.threads.json")))["passed"] is True
 
@@ -342,8 +385,8 @@ def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winner
     res = doit("tune:blk", "--grid")
     added = records(log)[len(before):]
     verdicts = [line for line in res.stderr.splitlines() if line.startswith("tune --grid: fused_conv2d")]
-    assert len(verdicts) == 2 and all("'log_ms'" in v for v in verdicts)
-    assert len(added) == sum("'kept': 'grid'" in v for v in verdicts) <= 2
+    assert len(verdicts) == 3 and all("'log_ms'" in v for v in verdicts)
+    assert len(added) == sum("'kept': 'grid'" in v for v in verdicts) <= 3
     assert all(r[1][0] < best[w] for w, r in added)
     with open(os.path.join(log, "database_workload.json")) as f:
         assert f.read() == workloads          # the same kernels: records added under their workloads
@@ -353,3 +396,5 @@ def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winner
     for extra in (["--trials", "9"], ["--threads", "2", "--recheck"]):
         res = doit("tune:blk", "--grid", *extra, check=False)
         assert res.returncode != 0 and "--grid" in res.stderr
+    res = doit("tune:blk", "--recheck", "--threads", "2", "--trials", "9", check=False)
+    assert res.returncode != 0 and "--recheck does not search" in res.stderr
