@@ -182,7 +182,8 @@ def winograd_schedule(mod, cand: dict):
     for lp in (e, n, ra, rb):
         sch.unroll(lp)
     sch.compute_inline(blk("input_tile"))
-    sch.compute_at(blk("data_pad"), c)
+    if "data_pad" in names:
+        sch.compute_at(blk("data_pad"), c)
     sch.parallel(c)
     # the GEMM
     gemm = blk(GEMM_BLOCK)

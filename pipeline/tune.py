@@ -650,8 +650,8 @@ def grid(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: s
          names: list[str] | None = None, rounds: int = RECHECK_ROUNDS, margin: float = GRID_MARGIN,
          threads_log: str = "", threads: int = 1, seed_log: str = "") -> dict:
     """Time the register-tiled schedules of every blocked and Winograd convolution
-    (``microkernel``; or only the kernels ``names``) against the log's best schedule for it, on one thread, and
-    add the fastest to the log where it wins.
+    (``microkernel``; or only the kernels ``names``) against the log's best schedule for it,
+    on one thread, and add the fastest to the log where it wins.
 
     Per kernel: every candidate is built, and timed ``GRID_ROUNDS`` rounds, alternated; the
     ``GRID_FINALISTS`` fastest then race the log's best for ``rounds`` rounds, alternated, and
