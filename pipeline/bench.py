@@ -2,7 +2,8 @@
 
 Peers: onnxruntime native (CPU execution provider) and onnxruntime-web's wasm backend in
 Node (installed with npm into ``<build>/.ortweb`` on first use). Each system is warmed up
-once, then timed ``repeats`` times; the median is reported. Ratios are taken within this one
+once, then timed ``repeats`` times; the median is reported. With ``rounds`` (the
+``WASMFORGE_BENCH_ROUNDS`` variable), the systems take turns that many times. Ratios are taken within this one
 run, never against figures from another run. A peer that cannot run here (no Node, no npm
 registry) is reported as unavailable with the reason, not as a failure.
 """
@@ -96,8 +97,26 @@ def bench_ortweb(d: str, onnx_path: str, inp: dict, threads: int, repeats: int) 
 
 
 def run(model_name: str, wasm: str, onnx_path: str, build_root: str, out: str, repeats: int = 5,
-        gflop: float | None = None, wasm_threads: str | None = None) -> dict:
-    """``wasm``: the portable module (1 thread); ``wasm_threads``: the threads variant (2)."""
+        gflop: float | None = None, wasm_threads: str | None = None, rounds: int = 1) -> dict:
+    """``wasm``: the portable module (1 thread); ``wasm_threads``: the threads variant (2).
+    ``rounds`` > 1: every system runs once per round, one after another, and its median is
+    over all its rounds' timings, so a slow spell of a shared machine hits every system
+    instead of the one that happened to be running."""
+    per_round = [_one_round(wasm, onnx_path, build_root, repeats, wasm_threads) for _ in range(max(1, rounds))]
+    systems = {key: merge_rounds([r[key] for r in per_round]) for key in per_round[0]}
+    return _result(model_name, systems, repeats, len(per_round), gflop, out)
+
+
+def merge_rounds(results: list[dict]) -> dict:
+    """One system's results over the rounds: the first round's fields (startup, versions),
+    every round's timings, and their median; unavailable if any round was."""
+    if missing := [r for r in results if "median_ms" not in r]:
+        return missing[0]
+    times = [t for r in results for t in r["times_ms"]]
+    return {**results[0], "times_ms": times, "median_ms": statistics.median(times), "rounds": len(results)}
+
+
+def _one_round(wasm: str, onnx_path: str, build_root: str, repeats: int, wasm_threads: str | None) -> dict:
     from pipeline.host import WasmModel
     from pipeline.validate import seeded_inputs
 
@@ -119,8 +138,12 @@ def run(model_name: str, wasm: str, onnx_path: str, build_root: str, out: str, r
             systems[key] = bench_ortweb(d, onnx_path, inputs[0], t, repeats)
     for t in (1, 2):
         systems[f"onnxruntime native {t}t"] = bench_ort(onnx_path, x, t, repeats)
+    return systems
+
+
+def _result(model_name: str, systems: dict, repeats: int, rounds: int, gflop: float | None, out: str) -> dict:
     ours = systems["wasmforge wasmtime 1t"]["median_ms"]
-    result = {"model": model_name, "repeats": repeats, "systems": systems}
+    result = {"model": model_name, "repeats": repeats, "rounds": rounds, "systems": systems}
     for t in (1, 2):
         peer = systems[f"onnxruntime-web wasm {t}t"]
         ours_t = systems[f"wasmforge wasmtime {t}t"].get("median_ms", ours)

@@ -259,9 +259,11 @@ def test_the_builder_makes_measurement_modules_and_kills_a_build_that_takes_too_
 
 
 def make_blocked_onnx(path):
-    """A first convolution on RGB (3x3, 3 -> 16: the blocked stem layout), a 1x1 16 -> 32 and
-    a 3x3 32 -> 32, each with relu, then pool, classifier and softmax: two blocked convolutions
-    (conv2d_NCHWc) and a Winograd one."""
+    """A first convolution on RGB (3x3, 3 -> 16: the blocked stem layout), a 1x1 16 -> 32 with
+    stride 2 and a 3x3 32 -> 32 on its 4x4 output, each with relu, then pool, classifier and
+    softmax: two blocked convolutions (conv2d_NCHWc) and a Winograd one (one 4x4 tile: a
+    small grid, for a quick test; test_winograd_grid_schedules_compute_the_same_convolution
+    covers the larger tiles)."""
     import numpy as np
     import onnx
     from onnx import TensorProto as T
@@ -274,7 +276,7 @@ def make_blocked_onnx(path):
         ("G", (10, 32), 0.3), ("C", (10,), 0.1))]
     nodes = [helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "W2", "B2"], ["c2"]),
+             helper.make_node("Conv", ["r1", "W2", "B2"], ["c2"], strides=[2, 2]),
              helper.make_node("Relu", ["c2"], ["r2"]),
              helper.make_node("Conv", ["r2", "W3", "B3"], ["c3"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c3"], ["r3"]),
