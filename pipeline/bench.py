@@ -102,7 +102,12 @@ def run(model_name: str, wasm: str, onnx_path: str, build_root: str, out: str, r
     ``rounds`` > 1: every system runs once per round, one after another, and its median is
     over all its rounds' timings, so a slow spell of a shared machine hits every system
     instead of the one that happened to be running."""
-    per_round = [_one_round(wasm, onnx_path, build_root, repeats, wasm_threads) for _ in range(max(1, rounds))]
+    from pipeline.host import WasmModel
+    from pipeline.validate import seeded_inputs
+
+    inputs = WasmModel(wasm).inputs
+    per_round = [_one_round(wasm, inputs, seeded_inputs(inputs, 0), onnx_path, build_root, repeats, wasm_threads)
+                 for _ in range(max(1, rounds))]
     systems = {key: merge_rounds([r[key] for r in per_round]) for key in per_round[0]}
     return _result(model_name, systems, repeats, len(per_round), gflop, out)
 
@@ -116,12 +121,8 @@ def merge_rounds(results: list[dict]) -> dict:
     return {**results[0], "times_ms": times, "median_ms": statistics.median(times), "rounds": len(results)}
 
 
-def _one_round(wasm: str, onnx_path: str, build_root: str, repeats: int, wasm_threads: str | None) -> dict:
-    from pipeline.host import WasmModel
-    from pipeline.validate import seeded_inputs
-
-    inputs = WasmModel(wasm).inputs
-    x = seeded_inputs(inputs, 0)
+def _one_round(wasm: str, inputs: list, x: dict, onnx_path: str, build_root: str, repeats: int,
+               wasm_threads: str | None) -> dict:
     aot = os.path.join(build_root, ".cwasm")
     systems: dict[str, dict] = {}
     systems["wasmforge wasmtime 1t"] = bench_wasmtime(wasm, x, repeats, aot)
