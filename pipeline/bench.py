@@ -106,7 +106,8 @@ def run(model_name: str, wasm: str, onnx_path: str, build_root: str, out: str, r
     from pipeline.validate import seeded_inputs
 
     inputs = WasmModel(wasm).inputs
-    per_round = [_one_round(wasm, inputs, seeded_inputs(inputs, 0), onnx_path, build_root, repeats, wasm_threads)
+    x = seeded_inputs(inputs, 0)
+    per_round = [_one_round(wasm, inputs, x, onnx_path, build_root, repeats, wasm_threads)
                  for _ in range(max(1, rounds))]
     systems = {key: merge_rounds([r[key] for r in per_round]) for key in per_round[0]}
     return _result(model_name, systems, repeats, len(per_round), gflop, out)
