@@ -145,11 +145,11 @@ def task_cache_trim():
             "uptodate": [False], "verbosity": 2}
 
 
-def _tune_cmd(name, trials, focus, jobs, threads, fresh, recheck, grid):
+def _tune_cmd(name, trials, focus, jobs, threads, fresh, recheck, grid, only):
     return (f"{shlex.quote(sys.executable)} -m pipeline tune {name}" + (f" --trials {trials}" if trials else "")
             + (f" --focus {focus}" if focus else "") + (f" --jobs {jobs}" if jobs > 1 else "")
             + (f" --threads {threads}" if threads > 1 else "") + (" --fresh" if fresh else "") + (" --recheck" if recheck else "")
-            + (" --grid" if grid else ""))
+            + (" --grid" if grid else "") + (f" --only {shlex.quote(only)}" if only else ""))
 
 
 def task_tune():
@@ -180,7 +180,10 @@ def task_tune():
                           {"name": "grid", "long": "grid", "type": bool, "default": False,
                            "help": "no search: time every register-tiled schedule of each blocked "
                                    "convolution against the log's best, side by side, and add the "
-                                   "winners to the log (then re-time the threads log's kernels)"}],
+                                   "winners to the log (then re-time the threads log's kernels)"},
+                          {"name": "only", "long": "only", "type": str, "default": "",
+                           "help": "with --grid: only the kernels whose name contains TEXT "
+                                   "(e.g. winograd)"}],
                "doc": f"tune {name}"}
 
 

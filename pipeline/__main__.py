@@ -16,6 +16,9 @@ def main(argv: list[str]) -> int:
     trials = focus = jobs = threads = None
     fresh, recheck, grid = "--fresh" in argv, "--recheck" in argv, "--grid" in argv
     argv = [a for a in argv if a not in ("--fresh", "--recheck", "--grid")]
+    only = ""
+    if "--only" in argv and (i := argv.index("--only")) + 1 < len(argv):
+        only, argv = argv[i + 1], argv[:i] + argv[i + 2:]
     while len(argv) >= 4 and argv[-2] in ("--trials", "--focus", "--jobs", "--threads") and argv[-1].isdigit():
         if argv[-2] == "--trials":
             trials = int(argv[-1])
@@ -31,7 +34,7 @@ def main(argv: list[str]) -> int:
               "       python -m pipeline bench <model>\n"
               "       python -m pipeline tune <model> [--trials N] [--focus K] [--jobs J] [--threads T] [--fresh]\n"
               "       python -m pipeline tune <model> --threads T --recheck\n"
-              "       python -m pipeline tune <model> --grid [--threads T]\n"
+              "       python -m pipeline tune <model> --grid [--threads T] [--only TEXT]\n"
               "       python -m pipeline publish <model>\n"
               f"  stages: {', '.join(stages.STAGES)}", file=sys.stderr)
         return 2
@@ -76,6 +79,8 @@ def main(argv: list[str]) -> int:
 
             p = stages.Paths(m)
             extra = [f for f, v in (("--trials", trials), ("--focus", focus), ("--jobs", jobs), ("--fresh", fresh)) if v]
+            if only and not grid:
+                raise StageError("tune", m.tuning_dir(), "--only picks the kernels of a --grid run: give --grid")
             if (recheck or grid) and extra:
                 raise StageError("tune", m.tuning_dir(), f"{'--recheck' if recheck else '--grid'} does not search: "
                                  f"{', '.join(extra)} would be ignored; leave them out")
@@ -86,7 +91,8 @@ def main(argv: list[str]) -> int:
                 result = tune.grid(p.stage("import", "model.json"), stages.params(m)["relax_build"],
                                    m.tuning_dir() if t == 1 else m.threads_tuning_dir(),
                                    p.stage("tune" if t == 1 else "tune_threads"), toolchain.clang(), toolchain.wasm_ld(),
-                                   threads_log=m.threads_tuning_dir(), threads=t, seed_log=m.tuning_dir())
+                                   threads_log=m.threads_tuning_dir(), threads=t, seed_log=m.tuning_dir(),
+                                   only=only)
                 print(f"{name}: tune --grid done: {result}", file=sys.stderr)
                 return 0
             threads = threads or 1

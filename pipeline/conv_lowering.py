@@ -14,9 +14,8 @@ loop a schedule may want to split, and no index division for MetaSchedule to see
 
 **Winograd** F(4x4, 3x3) for 3x3 stride-1 convolutions (``winograd_ok``): 36 multiplies per
 4x4 output tile and input channel instead of 144. They stay NCHW and are lowered to TOPI's
-``conv2d_winograd_nchw`` compute, whose data-pack and inverse blocks carry MetaSchedule's CPU
-rules for Winograd. The weight transform G w G^T is its own kernel on a constant, so
-FoldConstant runs it at build time.
+``conv2d_winograd_nchw`` compute with separable transforms (``conv2d_winograd``). The weight
+transform G w G^T is its own kernel on a constant, so FoldConstant runs it at build time.
 
 In both, the weights are re-laid or transformed at build time (FoldConstant), so no
 inference pays for it.
@@ -137,9 +136,19 @@ def winograd_pad_after(in_hw: tuple[int, int], padding, tile: int = WINOGRAD_TIL
 
 
 def conv2d_winograd(data, weight_t, strides, padding, dilation, tile: int = WINOGRAD_TILE):
-    """TOPI's ``_conv2d_winograd_nchw_impl`` (pre-computed weights [alpha, alpha, I, O]),
-    block for block and with the same ``schedule_rule`` names, so MetaSchedule's Winograd
-    rules apply; only the input padding differs (``winograd_pad_after``)."""
+    """TOPI's ``_conv2d_winograd_nchw_impl`` (pre-computed weights [alpha, alpha, I, O]), with
+    two changes: the input is padded to whole tiles (``winograd_pad_after``), and both
+    transforms are separable, one matrix at a time.
+
+    TOPI computes each transformed value as one sum over the whole 6x6 tile, ``B^T d B`` as
+    ``sum over a, b of d[a, b] B[a, e] B[b, n]``: with B's zeros folded, 22 x 22 = 484
+    multiply-adds per tile and channel (the inverse: 18 x 18 = 324). Here ``B^T d`` comes
+    first (``data_pack_rows``, 6 columns of 22) and then ``(B^T d) B`` (``data_pack``, 6 rows
+    of 22): 264, and 180 for the inverse (``inverse_rows`` then ``inverse``). In wasm, on
+    ResNet-50's four Winograd shapes with the same GEMM schedule, the kernel took 0.58-0.95
+    of TOPI's time (``BENCHMARKS.md``, tenth session). The blocks carry no MetaSchedule
+    ``schedule_rule``: its Winograd rules expect TOPI's one-sum blocks; ``microkernel``'s grid
+    schedules these."""
     from tvm import te, topi
     from tvm.topi.nn.winograd_util import winograd_transform_matrices
 
@@ -156,24 +165,32 @@ def conv2d_winograd(data, weight_t, strides, padding, dilation, tile: int = WINO
     input_tile = te.compute(
         (ci, tiles, alpha, alpha),
         lambda c, p, eps, nu: data_pad[p // (nh * nw), c, ((p // nw) % nh) * tile + eps, (p % nw) * tile + nu],
-        name="input_tile", attrs={"schedule_rule": "None"})
-    r_a = te.reduce_axis((0, alpha), "r_a")
-    r_b = te.reduce_axis((0, alpha), "r_b")
-    data_pack = te.compute(
-        (alpha, alpha, ci, tiles),
-        lambda eps, nu, c, p: te.sum(input_tile[c, p, r_a, r_b] * b_m[r_a, eps] * b_m[r_b, nu], axis=[r_a, r_b]),
-        name="data_pack", attrs={"schedule_rule": "conv2d_nchw_winograd_data_pack"})
-    rc = te.reduce_axis((0, ci), name="ci")
+        name="input_tile")
+
+    def axis(name, extent=alpha):
+        return te.reduce_axis((0, extent), name)
+
+    r = axis("r_a")
+    rows = te.compute((alpha, alpha, ci, tiles),         # [eps, column, c, p]: B^T d
+                      lambda eps, col, c, p: te.sum(input_tile[c, p, r, col] * b_m[r, eps], axis=[r]),
+                      name="data_pack_rows")
+    r = axis("r_b")
+    data_pack = te.compute((alpha, alpha, ci, tiles),    # (B^T d) B
+                           lambda eps, nu, c, p: te.sum(rows[eps, r, c, p] * b_m[r, nu], axis=[r]),
+                           name="data_pack")
+    rc = axis("ci", ci)
     bgemm = te.compute(
         (alpha, alpha, co, tiles),
         lambda eps, nu, o, p: te.sum(data_pack[eps, nu, rc, p] * weight_t[eps, nu, rc, o], axis=[rc]),
         name="bgemm", attrs={"layout_free_placeholders": [weight_t]})
-    r_a = te.reduce_axis((0, alpha), "r_a")
-    r_b = te.reduce_axis((0, alpha), "r_b")
-    inverse = te.compute(
-        (co, tiles, tile, tile),
-        lambda o, p, vh, vw: te.sum(bgemm[r_a, r_b, o, p] * a_m[r_a, vh] * a_m[r_b, vw], axis=[r_a, r_b]),
-        name="inverse", attrs={"schedule_rule": "conv2d_nchw_winograd_inverse"})
+    r = axis("r_a")
+    inv_rows = te.compute((tile, alpha, co, tiles),      # [vh, column, o, p]: A^T m
+                          lambda vh, col, o, p: te.sum(bgemm[r, col, o, p] * a_m[r, vh], axis=[r]),
+                          name="inverse_rows")
+    r = axis("r_b")
+    inverse = te.compute((co, tiles, tile, tile),        # (A^T m) A
+                         lambda o, p, vh, vw: te.sum(inv_rows[vh, r, o, p] * a_m[r, vw], axis=[r]),
+                         name="inverse")
     return te.compute(
         (n, co, oh, ow),
         lambda b, o, y, x: inverse[o, b * nh * nw + (y // tile) * nw + (x // tile), y % tile, x % tile],

@@ -21,9 +21,10 @@ much of the reduction a tile's accumulators stay in registers for: all of ``ci``
 are re-read once per tile of ``p``), or a chunk of 1-4 channels, the loops over ``p`` and ``o``
 inside the chunk loop, so the weights (up to 37.7 MB a call for ResNet-50's 512-channel
 layer) stream through once, row after contiguous row, and the accumulators go through L1.
-The transforms around the GEMM are scheduled the way MetaSchedule's Winograd rules do:
-unrolled, scalar, one parallel loop over channels; the inverse may also take vectors of 4
-output channels, which the re-laid GEMM output holds contiguous.
+The transforms around the GEMM (separable: one matrix at a time, ``conv_lowering``) run
+unrolled, scalar, with one parallel loop over channels, their first stage in registers; the
+inverse may also take vectors of 4 output channels, which the re-laid GEMM output holds
+contiguous.
 
 Pure functions only: ``space`` finds a workload's kind and extents, ``candidates`` and
 ``winograd_candidates`` list the spaces, ``schedule`` and ``winograd_schedule`` apply one
@@ -159,13 +160,34 @@ def winograd_candidates(extents: list[int]) -> list[dict]:
     return out
 
 
+def _local_unrolled(sch, block, loop, vector: bool = False) -> None:
+    """A transform's first stage (``data_pack_rows``, ``inverse_rows``) computed under
+    ``loop``, into a local buffer its consumer reads, its loops unrolled (so the values
+    stay in registers); ``vector``: its innermost spatial loop, the consumer's vector lanes,
+    vectorized under the unrolled reduction."""
+    sch.compute_at(block, loop)
+    sch.set_scope(block, 0, "local")
+    loops = sch.get_loops(block)[-4 if vector else -3:]   # (the loops of extent 1 are gone)
+    if vector:                     # rows, columns, lanes, reduction -> lanes innermost
+        row, col, ol, r = loops
+        sch.reorder(row, col, r, ol)
+        sch.vectorize(ol)
+        loops = [row, col, r]
+    for lp in loops:
+        sch.unroll(lp)
+    if vector:
+        sch.decompose_reduction(block, loops[-1])
+
+
 def winograd_schedule(mod, cand: dict):
     """``mod``'s Winograd convolution with its GEMM scheduled as ``cand`` says (see the
     module's docstring); returns the (traced) Schedule.
 
     The input transform runs per input channel (in parallel), its padded plane computed
-    there and the 6x6 tile gathered in the unrolled transform; the inverse transform per
-    output channel, unrolled; the epilogue (batch norm, relu) inlined into the output."""
+    there; per tile, the 6x6 tile is gathered into ``B^T d`` (36 locals), then ``(B^T d) B``,
+    all unrolled. The inverse likewise per output channel (or vector of 4) and tile:
+    ``A^T m`` into 24 locals, then ``(A^T m) A``. The epilogue (batch norm, relu) is inlined
+    into the output."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(mod)
@@ -175,12 +197,13 @@ def winograd_schedule(mod, cand: dict):
     for const in ("B", "A"):                  # the transform matrices: constants in the code
         if const in names:
             sch.compute_inline(blk(const))
-    # input transform
+    # input transform: per channel (in parallel) and tile, B^T d into 36 locals, then (B^T d) B
     pack = blk("data_pack")
-    e, n, c, p, ra, rb = sch.get_loops(pack)
-    sch.reorder(c, p, e, n, ra, rb)
-    for lp in (e, n, ra, rb):
+    e, n, c, p, r = sch.get_loops(pack)
+    sch.reorder(c, p, e, n, r)
+    for lp in (e, n, r):
         sch.unroll(lp)
+    _local_unrolled(sch, blk("data_pack_rows"), p)
     sch.compute_inline(blk("input_tile"))
     if "data_pad" in names:
         sch.compute_at(blk("data_pad"), c)
@@ -201,19 +224,22 @@ def winograd_schedule(mod, cand: dict):
         sch.parallel(sch.fuse(e, n))
     sch.vectorize(o1)
     sch.decompose_reduction(gemm, c0)
-    # inverse transform, and the epilogue inlined into the output block
+    # inverse transform: per output channel (or vector of them) and tile, A^T m into locals,
+    # then (A^T m) A; the epilogue inlined into the output block
     inv = blk("inverse")
-    if cand["inverse_lanes"]:
+    lanes = cand["inverse_lanes"]
+    if lanes:
         sch.transform_layout(inv, ("write", 0), lambda o, p, vh, vw: (p, vh, vw, o))
-    o, p, vh, vw, ra, rb = sch.get_loops(inv)
-    if cand["inverse_lanes"]:
-        o, lanes = sch.split(o, [None, cand["inverse_lanes"]], preserve_unit_iters=True)
-        sch.reorder(o, p, vh, vw, ra, rb, lanes)
-        sch.vectorize(lanes)
-    for lp in (vh, vw, ra, rb):
+    o, p, vh, vw, r = sch.get_loops(inv)
+    if lanes:
+        o, ol = sch.split(o, [None, lanes], preserve_unit_iters=True)
+        sch.reorder(o, p, vh, vw, r, ol)
+        sch.vectorize(ol)
+    for lp in (vh, vw, r):
         sch.unroll(lp)
     sch.parallel(o)
-    sch.decompose_reduction(inv, ra)
+    _local_unrolled(sch, blk("inverse_rows"), p, vector=bool(lanes))
+    sch.decompose_reduction(inv, r)
     after = names[names.index("inverse") + 1:]
     for name in after[:-1]:
         sch.compute_inline(blk(name))

@@ -648,10 +648,11 @@ GRID_MARGIN = 0.97    # a grid schedule goes in the log only when at least 3% fa
 
 def grid(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: str, clang, wasm_ld,
          names: list[str] | None = None, rounds: int = RECHECK_ROUNDS, margin: float = GRID_MARGIN,
-         threads_log: str = "", threads: int = 1, seed_log: str = "") -> dict:
+         threads_log: str = "", threads: int = 1, seed_log: str = "", only: str = "") -> dict:
     """Time the register-tiled schedules of every blocked and Winograd convolution
-    (``microkernel``; or only the kernels ``names``) against the log's best schedule for it,
-    on one thread, and add the fastest to the log where it wins.
+    (``microkernel``; or only the kernels ``names``, and of those only the ones whose name
+    contains ``only``) against the log's best schedule for it, on one thread, and add the
+    fastest to the log where it wins.
 
     Per kernel: every candidate is built, and timed ``GRID_ROUNDS`` rounds, alternated; the
     ``GRID_FINALISTS`` fastest then race the log's best for ``rounds`` rounds, alternated, and
@@ -683,9 +684,14 @@ def grid(module_json: str, p: relax_build.BuildParams, log_dir: str, work_dir: s
     db = _db(log_dir)
     seed = _db(seed_log) if threads > 1 and seed_log and relax_build.tuning_files(seed_log) else None
     kernels = []     # (name, mod, [(candidate, schedule)], best record or None, is it this log's)
-    for t in extract_tasks(module_json, p, threads):
+    tasks = extract_tasks(module_json, p, threads)
+    if only and not any(only in t.task_name for t in tasks):
+        raise StageError(STAGE, log_dir, f"--only {only!r} matches no kernel of this model; its kernels: "
+                         + ", ".join(sorted(t.task_name for t in tasks)))
+    for t in tasks:
         mod = t.dispatched[0]
-        grid_space = microkernel.space(mod) if names is None or t.task_name in names else None
+        picked = (names is None or t.task_name in names) and only in t.task_name
+        grid_space = microkernel.space(mod) if picked else None
         if grid_space is None:
             continue
         scheds, (cands, schedule) = [], grid_space

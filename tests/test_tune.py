@@ -310,9 +310,9 @@ def test_grid_candidates_keep_the_register_tile_small_and_cover_the_loops():
 
 
 def test_winograd_grid_schedules_compute_the_same_convolution():
-    """Every Winograd GEMM candidate, on a kernel with an epilogue (add, relu), computes what
-    the unscheduled kernel does: the GEMM re-laid, tiled, chunked; the inverse scalar or
-    vectorized; the epilogue inlined."""
+    """Winograd GEMM candidates, on a kernel with an epilogue (add, relu), compute what the
+    unscheduled kernel does: the GEMM re-laid, tiled, chunked or not; the inverse scalar or
+    vectorized; the epilogue inlined. One candidate per code path (each is a native compile)."""
     import numpy as np
     import tvm
     from tvm import te, topi
@@ -343,7 +343,10 @@ def test_winograd_grid_schedules_compute_the_same_convolution():
 
     want = run(mod)
     assert (want > 0).any() and (want == 0).any()       # the relu did something
-    for cand in cands:
+    paths = [(16, 1, None, None), (8, 2, 2, 4), (16, 4, 1, 4), (8, 4, None, 4), (16, 2, 4, None)]
+    picked = [k for k in cands if (k["lanes"], k["p_tile"], k["ci_chunk"], k["inverse_lanes"]) in paths]
+    assert len(picked) == len(paths)
+    for cand in picked:
         np.testing.assert_allclose(run(schedule(mod, cand).mod), want, rtol=1e-5, atol=1e-5, err_msg=str(cand))
 
 
@@ -376,7 +379,8 @@ def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winner
     assert json.load(open(doit.path("blk", "report.json")))["passed"] is True
     assert json.load(open(doit.path("blk", "report.threads.json")))["passed"] is True
 
-    # a search, then the grid against its best: a grid record goes in only below the best's time
+    # a search, then the grid against its best (on the blocked convolutions only: --only):
+    # a grid record goes in only below the best's time
     doit("tune:blk")
     before = records(log)
     with open(os.path.join(log, "database_workload.json")) as f:
@@ -384,11 +388,11 @@ def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winner
     best = {}
     for w, r in before:
         best[w] = min(best.get(w, float("inf")), sum(r[1]) / len(r[1]))
-    res = doit("tune:blk", "--grid")
+    res = doit("tune:blk", "--grid", "--only", "conv2d_NCHWc")
     added = records(log)[len(before):]
     verdicts = [line for line in res.stderr.splitlines() if line.startswith("tune --grid: fused_conv2d")]
-    assert len(verdicts) == 3 and all("'log_ms'" in v for v in verdicts)
-    assert len(added) == sum("'kept': 'grid'" in v for v in verdicts) <= 3
+    assert len(verdicts) == 2 and all("'log_ms'" in v and "NCHWc" in v for v in verdicts), verdicts
+    assert len(added) == sum("'kept': 'grid'" in v for v in verdicts) <= 2
     assert all(r[1][0] < best[w] for w, r in added)
     with open(os.path.join(log, "database_workload.json")) as f:
         assert f.read() == workloads          # the same kernels: records added under their workloads
@@ -400,3 +404,9 @@ def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winner
         assert res.returncode != 0 and "--grid" in res.stderr
     res = doit("tune:blk", "--recheck", "--threads", "2", "--trials", "9", check=False)
     assert res.returncode != 0 and "--recheck does not search" in res.stderr
+    # --only: a name no kernel has is an error that lists the kernels; without --grid, refused
+    res = doit("tune:blk", "--grid", "--only", "no_such_kernel", check=False)
+    assert res.returncode != 0 and "'no_such_kernel' matches no kernel" in res.stderr
+    assert "fused_conv2d_winograd" in res.stderr
+    res = doit("tune:blk", "--only", "winograd", check=False)
+    assert res.returncode != 0 and "give --grid" in res.stderr
