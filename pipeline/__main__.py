@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
             p = stages.Paths(m)
             result = bench.run(name, p.published, p.source, p.root, os.path.join(p.dir, "bench.json"),
                                repeats=int(os.environ.get("WASMFORGE_BENCH_REPEATS", "5")),
-                               rounds=int(os.environ.get("WASMFORGE_BENCH_ROUNDS", "1")),
+                               rounds=int(os.environ.get("WASMFORGE_BENCH_ROUNDS", str(bench.ROUNDS))),
                                gflop=bench.gflop(p.source), wasm_threads=p.published_threads)
             print(bench.table(result))
             return 0

@@ -2,9 +2,9 @@
 
 Peers: onnxruntime native (CPU execution provider) and onnxruntime-web's wasm backend in
 Node (installed with npm into ``<build>/.ortweb`` on first use). Each system is warmed up
-once, then timed ``repeats`` times; the median is reported. With ``rounds`` (the
-``WASMFORGE_BENCH_ROUNDS`` variable), the systems take turns that many times. Ratios are taken within this one
-run, never against figures from another run. A peer that cannot run here (no Node, no npm
+once, then timed ``repeats`` times, and the systems take turns ``rounds`` times (the
+``WASMFORGE_BENCH_ROUNDS`` variable; ``ROUNDS`` by default); each median is over all its
+rounds. Ratios are taken within this one run, never against figures from another run. A peer that cannot run here (no Node, no npm
 registry) is reported as unavailable with the reason, not as a failure.
 """
 from __future__ import annotations
@@ -24,6 +24,10 @@ ORT_WEB_VERSION = "1.23.0"
 HERE = os.path.dirname(os.path.abspath(__file__))
 # ResNet-50 is ~4.1 G multiply-adds; one Zen 4 core does 16 FLOP/cycle with 128-bit SIMD
 WASM_SIMD_PEAK_GFLOPS = 42.0
+# `doit bench`'s rounds: with one, a slow spell of a shared machine (minutes long, on either
+# core) lands on whichever system is running then; seen: our 2-thread timings at 107 and at
+# 172 ms within one run, in different rounds
+ROUNDS = 3
 
 
 def _median_ms(fn, repeats: int) -> tuple[float, list[float]]:
@@ -97,7 +101,7 @@ def bench_ortweb(d: str, onnx_path: str, inp: dict, threads: int, repeats: int) 
 
 
 def run(model_name: str, wasm: str, onnx_path: str, build_root: str, out: str, repeats: int = 5,
-        gflop: float | None = None, wasm_threads: str | None = None, rounds: int = 1) -> dict:
+        gflop: float | None = None, wasm_threads: str | None = None, rounds: int = ROUNDS) -> dict:
     """``wasm``: the portable module (1 thread); ``wasm_threads``: the threads variant (2).
     ``rounds`` > 1: every system runs once per round, one after another, and its median is
     over all its rounds' timings, so a slow spell of a shared machine hits every system
