@@ -40,12 +40,18 @@ def _median_ms(fn, repeats: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
-def bench_wasmtime(wasm: str, x: dict, repeats: int, aot_dir: str, threads: int = 1) -> dict:
+def bench_wasmtime(wasm: str, x: dict, repeats: int, aot_dir: str, threads: int = 1,
+                   startup: bool = True) -> dict:
     """Startup (compile + instantiate with the weights + _initialize + starting the worker
     threads; then the same from the ahead-of-time compiled cache) apart from the
-    steady-state median."""
+    steady-state median. ``startup=False``: the steady state only (a later round: the
+    module comes from the cache the first round filled)."""
     from pipeline.host import WasmModel
 
+    if not startup:
+        with WasmModel(wasm, aot_cache=aot_dir, threads=threads) as m:
+            med, times = _median_ms(lambda: m.run(x), repeats)
+        return {"median_ms": med, "times_ms": times}
     t0 = time.perf_counter()
     m = WasmModel(wasm, threads=threads)
     load_ms = (time.perf_counter() - t0) * 1e3
@@ -111,8 +117,8 @@ def run(model_name: str, wasm: str, onnx_path: str, build_root: str, out: str, r
 
     inputs = WasmModel(wasm).inputs
     x = seeded_inputs(inputs, 0)
-    per_round = [_one_round(wasm, inputs, x, onnx_path, build_root, repeats, wasm_threads)
-                 for _ in range(max(1, rounds))]
+    per_round = [_one_round(wasm, inputs, x, onnx_path, build_root, repeats, wasm_threads, startup=i == 0)
+                 for i in range(max(1, rounds))]
     systems = {key: merge_rounds([r[key] for r in per_round]) for key in per_round[0]}
     return _result(model_name, systems, repeats, len(per_round), gflop, out)
 
@@ -127,12 +133,13 @@ def merge_rounds(results: list[dict]) -> dict:
 
 
 def _one_round(wasm: str, inputs: list, x: dict, onnx_path: str, build_root: str, repeats: int,
-               wasm_threads: str | None) -> dict:
+               wasm_threads: str | None, startup: bool = True) -> dict:
+    """Every system once; ``startup``: our modules' startup timed too (the first round)."""
     aot = os.path.join(build_root, ".cwasm")
     systems: dict[str, dict] = {}
-    systems["wasmforge wasmtime 1t"] = bench_wasmtime(wasm, x, repeats, aot)
+    systems["wasmforge wasmtime 1t"] = bench_wasmtime(wasm, x, repeats, aot, startup=startup)
     if wasm_threads and os.path.isfile(wasm_threads):
-        systems["wasmforge wasmtime 2t"] = bench_wasmtime(wasm_threads, x, repeats, aot, threads=2)
+        systems["wasmforge wasmtime 2t"] = bench_wasmtime(wasm_threads, x, repeats, aot, threads=2, startup=startup)
     else:
         systems["wasmforge wasmtime 2t"] = {"unavailable": f"no threads variant at {wasm_threads}"}
     d, why = ortweb_dir(build_root)
