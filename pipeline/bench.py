@@ -4,8 +4,9 @@ Peers: onnxruntime native (CPU execution provider) and onnxruntime-web's wasm ba
 Node (installed with npm into ``<build>/.ortweb`` on first use). Each system is warmed up
 once, then timed ``repeats`` times, and the systems take turns ``rounds`` times (the
 ``WASMFORGE_BENCH_ROUNDS`` variable; ``ROUNDS`` by default); each median is over all its
-rounds. Ratios are taken within this one run, never against figures from another run. A peer that cannot run here (no Node, no npm
-registry) is reported as unavailable with the reason, not as a failure.
+rounds. Ratios are taken within this one run, never against figures from another run. A
+peer that cannot run here (no Node, no npm registry) is reported as unavailable with the
+reason, not as a failure.
 """
 from __future__ import annotations
 

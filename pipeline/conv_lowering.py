@@ -145,7 +145,7 @@ def conv2d_winograd(data, weight_t, strides, padding, dilation, tile: int = WINO
     multiply-adds per tile and channel (the inverse: 18 x 18 = 324). Here ``B^T d`` comes
     first (``data_pack_rows``, 6 columns of 22) and then ``(B^T d) B`` (``data_pack``, 6 rows
     of 22): 264, and 180 for the inverse (``inverse_rows`` then ``inverse``). In wasm, on
-    ResNet-50's four Winograd shapes with the same GEMM schedule, the kernel took 0.58-0.95
+    ResNet-50's four Winograd shapes with the same GEMM schedule, the kernel took 0.58-0.96
     of TOPI's time (``BENCHMARKS.md``, tenth session). The blocks carry no MetaSchedule
     ``schedule_rule``: its Winograd rules expect TOPI's one-sum blocks; ``microkernel``'s grid
     schedules these."""
