@@ -1,13 +1,14 @@
 """How the relax_build stage lowers convolutions: a blocked layout, and Winograd for 3x3.
 
 **Blocked layout**: NCHW[b]c activations, OIHW[b]i[b]o weights (a first convolution with
-fewer than ``b`` input channels reads NCHW[c]c, all its channels as one block). With NCHW,
+fewer than ``b`` input channels reads NCHW[c]c, all its channels as one block; channel counts
+that ``b`` does not divide take blocks of b/2 or b/4, ``channel_blocks``). With NCHW,
 a convolution can vectorize only along the image width: stride-2 and 1x1 convolutions then
 load strided or short vectors. In the blocked layout the innermost axis of the output, and
 of the weights, is ``b`` consecutive output channels, so each input value is broadcast
 once and multiplied into whole weight vectors, and the ``b`` x ``b`` weight block one step
 of the reduction reads is contiguous (TVM's x86 NCHWc layout). ``ConvertLayout`` re-lays
-every convolution that qualifies (``blockable``) and carries the layout through the
+every convolution that qualifies (``channel_blocks``) and carries the layout through the
 elementwise ops, pools and adds between them; a layout transform appears only where a run
 of blocked ops begins or ends. ``conv2d_nchwc`` computes it with one reduction axis per
 loop a schedule may want to split, and no index division for MetaSchedule to see through.
@@ -32,23 +33,27 @@ WINOGRAD_MIN_CHANNELS = 16   # below this the transforms cost more than the mult
 
 def layouts(block: int, in_block: int | None = None) -> list[str]:
     """ConvertLayout's desired layouts (data, weight, output) for a channel block; the input
-    channels' block is ``in_block`` when it differs (``stem_blockable``)."""
+    channels' block is ``in_block`` when it differs (``channel_blocks``)."""
     if not block:
         return ["NCHW", "OIHW", "NCHW"]
     ib = in_block or block
     return [f"NCHW{ib}c", f"OIHW{ib}i{block}o", f"NCHW{block}c"]
 
 
-def blockable(in_channels: int, out_channels: int, groups: int, block: int) -> bool:
-    """Whether a convolution can take the blocked layout: whole blocks of input and output
-    channels, no groups (a group boundary inside a block would mix groups)."""
-    return block > 0 and groups == 1 and in_channels % block == 0 and out_channels % block == 0
+def channel_blocks(in_channels: int, out_channels: int, groups: int, block: int) -> tuple[int, int] | None:
+    """The (input, output) channel blocks a convolution takes, or None to stay NCHW (groups:
+    a group boundary inside a block would mix groups).
 
-
-def stem_blockable(in_channels: int, out_channels: int, groups: int, block: int) -> bool:
-    """A convolution with fewer input channels than a block (a network's first, on RGB)
-    takes all its input channels as one block, NCHW<in>c, and whole output blocks."""
-    return block > 0 and groups == 1 and in_channels < block and out_channels % block == 0
+    Whole blocks of ``block`` channels where they divide; else blocks of ``block`` / 2 or / 4
+    (at least 4: one vector), e.g. a classifier's 1000 output channels in blocks of 8. A
+    convolution with fewer input channels than a block (a network's first, on RGB) takes them
+    all as one block, NCHW<in>c."""
+    if block <= 0 or groups != 1:
+        return None
+    sizes = [b for b in (block, block // 2, block // 4) if b >= 4]
+    outs = [b for b in sizes if out_channels % b == 0]
+    ins = [in_channels] if in_channels < block else [b for b in sizes if in_channels % b == 0]
+    return (ins[0], outs[0]) if ins and outs else None
 
 
 def winograd_ok(kernel: tuple[int, int], strides, dilation, groups: int, in_channels: int,
@@ -74,10 +79,8 @@ def _choose(block: int, winograd: bool):
         a = call.attrs
         in_ch, out_ch = _shape(call.args[0])[1], _shape(call.args[1])[0]
         plain = a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and not (winograd and _winograd_call(call))
-        if plain and blockable(in_ch, out_ch, int(a.groups), block):
-            return {OP: layouts(block)}
-        if plain and stem_blockable(in_ch, out_ch, int(a.groups), block):
-            return {OP: layouts(block, in_block=in_ch)}
+        if plain and (blocks := channel_blocks(in_ch, out_ch, int(a.groups), block)):
+            return {OP: layouts(blocks[1], in_block=blocks[0])}
         # a convolution left out must say NCHW explicitly: with no entry, ConvertLayout would
         # try to keep its producer's blocked layout and fail
         return {OP: layouts(0)}
@@ -259,6 +262,6 @@ def passes(block: int, winograd: bool) -> list:
 
 
 def pass_names(block: int, winograd: bool) -> list[str]:
-    return (["RemoveInferenceDropout", "DeadCodeElimination", f"ConvertLayout(NCHW{block}c{', not Winograd' if winograd else ''})",
+    return (["RemoveInferenceDropout", "DeadCodeElimination", f"ConvertLayout(NCHW{block}c or /2, /4{', not Winograd' if winograd else ''})",
              "Normalize"] if block else []) + \
         [f"LegalizeOps(conv_lowering, winograd={'F(%dx%d,3x3)' % (WINOGRAD_TILE, WINOGRAD_TILE) if winograd else 'off'})"]

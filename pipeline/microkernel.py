@@ -246,3 +246,37 @@ def winograd_schedule(mod, cand: dict):
     last = sch.get_loops(blk(after[-1]))
     sch.parallel(sch.fuse(*last[:2]))
     return sch
+
+
+# A kernel no tuning log covers (a model nobody has tuned) still gets one grid schedule,
+# picked by rule: the kind of tile that won most often on ResNet-50. Blocked: 2 pixels along
+# the row (8 accumulators: they fit the registers; a 7-wide image: 7), 4 parallel tasks of
+# channel blocks.
+# Winograd: 16 lanes by 2 tiles, chunks of 2 input channels, the inverse on 4 lanes.
+DEFAULT_PIXEL_TILES = ((1, 2), (2, 1), (1, 7), (1, 1))
+DEFAULT_PARALLEL = (4, 2, 8, 1)
+DEFAULT_GEMM = {"lanes": (16, 8), "p_tile": (2, 1, 4), "ci_chunk": (2, 1, None), "inverse_lanes": (4, None)}
+
+
+def default_candidate(mod):
+    """``(candidate, schedule function)`` for a kernel with no tuning record, or None when
+    ``mod`` is no kernel the grid covers (or none of its candidates fits the rule)."""
+    found = space(mod)
+    if found is None:
+        return None
+    cands, sched = found
+
+    def rank(prefs, value):
+        return prefs.index(value) if value in prefs else None
+
+    ranked = []
+    for c in cands:
+        if sched is schedule:
+            t = c["tiles"]
+            key = (rank(DEFAULT_PIXEL_TILES, (t[2][3], t[3][3])), rank(DEFAULT_PARALLEL, t[1][0]),
+                   int(c["pixels_outer"]))
+        else:
+            key = tuple(rank(prefs, c[k]) for k, prefs in DEFAULT_GEMM.items())
+        if None not in key:
+            ranked.append((key, c))
+    return (min(ranked, key=lambda kc: kc[0])[1], sched) if ranked else None

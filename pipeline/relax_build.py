@@ -4,8 +4,10 @@ The passes are TVM's CPU pipeline (``tvm/relax/backend/cpu_generic/pipeline.py``
 phases, with two of ours: convolutions take a blocked NCHW[b]c layout, or Winograd for 3x3,
 with weights re-laid or transformed at build time (``conv_lowering.py``; a model's
 declaration can turn either off), and when the model has a tuning log (a MetaSchedule
-database directory), its schedules are applied right after fusion; tasks without records
-keep the default schedules. The names of every pass are part of the stage key.
+database directory), its schedules are applied right after fusion. A convolution without a
+record takes one of ``microkernel``'s grid schedules, picked by rule (``default_schedules``);
+other kernels without records keep TVM's default, unscheduled loops. The names of every pass
+are part of the stage key.
 
 Output: ``lowered.json``: Relax ``main`` lowered to VM builtins and kernel calls, plus the
 kernels as TIR PrimFuncs; the emit and executor stages read it.
@@ -110,7 +112,7 @@ def pass_names(p: BuildParams) -> list[str]:
     return (["DispatchSampling", "DispatchSortScan", "DecomposeOpsForInference", "CanonicalizeBindings"]
             + conv_lowering.pass_names(p.conv_block, p.winograd)
             + ["AnnotateTIROpPattern", "FoldConstant", "FuseOps", "FuseTIR",
-               "[MetaScheduleApplyDatabase]", "RewriteDataflowReshape", "ToNonDataflow", "RemovePurityChecking",
+               "[MetaScheduleApplyDatabase]", "default_schedules(microkernel)", "RewriteDataflowReshape", "ToNonDataflow", "RemovePurityChecking",
                "CallTIRRewrite", "StaticPlanBlockMemory", "LowerAllocTensor", "KillAfterLastUse",
                "LowerRuntimeBuiltin", "ComputePrimValue", "VMShapeLower", "AttachGlobalSymbol"])
 
@@ -219,6 +221,32 @@ def load_tuning_log(logs: list[str], tgt, fused_mod, first: list[str] = ()) -> t
     return mem, info
 
 
+def default_schedules(mod):
+    """Each convolution kernel that no tuning record scheduled gets one grid schedule, picked
+    by rule (``microkernel.default_candidate``): a model nobody has tuned still runs
+    register-tiled, parallel convolutions. Returns the module and the kernels' names."""
+    import tvm
+    from tvm.s_tir import ScheduleError
+
+    from pipeline import microkernel
+
+    done = {}
+    for gv, f in mod.functions_items():
+        if not isinstance(f, tvm.tirx.PrimFunc) or (f.attrs is not None and f.attrs.get("tirx.is_scheduled", False)):
+            continue
+        kernel = tvm.IRModule({"main": f})
+        if (picked := microkernel.default_candidate(kernel)) is None:
+            continue
+        cand, schedule = picked
+        try:
+            done[gv] = schedule(kernel, cand).mod["main"].with_attr("tirx.is_scheduled", True)
+        except ScheduleError:     # (an epilogue this schedule cannot fuse: left as it is)
+            continue
+    for gv, f in done.items():
+        mod[gv] = f
+    return mod, sorted(gv.name_hint for gv in done)
+
+
 def run(module_json: str, log_dir: str, p: BuildParams, out: str, threads_log_dir: str = "") -> dict:
     """``threads_log_dir``: the threads variant's build (stage ``relax_build_threads``): that
     log's schedules win over ``log_dir``'s, and ``out`` holds only the kernels (the Relax
@@ -238,6 +266,7 @@ def run(module_json: str, log_dir: str, p: BuildParams, out: str, threads_log_di
                 db, tuning = load_tuning_log(logs, tgt, mod, first)
                 with db, tvm.transform.PassContext(opt_level=3):
                     mod = tvm.transform.Sequential(tuning_passes(tgt, True))(mod)
+            mod, defaults = default_schedules(mod)
             mod = tvm.transform.Sequential(lowering_passes(tgt))(mod)
     except (tvm.error.InternalError, RuntimeError, ValueError) as e:
         raise StageError(STAGE, module_json, f"TVM failed to lower the model: {str(e).strip().splitlines()[-1]}") from None
@@ -247,4 +276,5 @@ def run(module_json: str, log_dir: str, p: BuildParams, out: str, threads_log_di
     cache.write_bytes(out, tvm.ir.save_json(mod).encode())
     kernels = sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
     return {"kernels": kernels, "tuning_log": [os.path.basename(f) for f in logs], "tuning": tuning,
+            "default_schedules": defaults,
             **({"threads_tuning_log": [os.path.basename(f) for f in first]} if threads_log_dir else {})}

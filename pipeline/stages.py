@@ -38,7 +38,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 CODE = {
     "materialize": ["materialize.py"],
     "import": ["importer.py"],
-    "relax_build": ["relax_build.py", "conv_lowering.py"],
+    "relax_build": ["relax_build.py", "conv_lowering.py", "microkernel.py"],
     "emit": ["emit.py", "relax_build.py"],
     "executor": ["executor.py"],
     "link": ["link.py", "wasmbin.py", "stages.py"],   # stages.py: the metadata() it embeds

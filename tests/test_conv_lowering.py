@@ -11,18 +11,15 @@ import pytest
 from pipeline import conv_lowering
 
 
-@pytest.mark.parametrize("in_ch, out_ch, groups, block, ok", [
-    (64, 128, 1, 16, True), (3, 64, 1, 16, False), (64, 24, 1, 16, False),
-    (64, 64, 2, 16, False), (64, 64, 1, 0, False), (24, 24, 1, 8, True)])
-def test_blockable(in_ch, out_ch, groups, block, ok):
-    assert conv_lowering.blockable(in_ch, out_ch, groups, block) is ok
-
-
-@pytest.mark.parametrize("in_ch, out_ch, groups, block, ok", [
-    (3, 64, 1, 16, True), (1, 16, 1, 16, True), (16, 64, 1, 16, False), (3, 24, 1, 16, False),
-    (3, 63, 3, 16, False), (3, 64, 1, 0, False)])
-def test_stem_blockable(in_ch, out_ch, groups, block, ok):
-    assert conv_lowering.stem_blockable(in_ch, out_ch, groups, block) is ok
+@pytest.mark.parametrize("in_ch, out_ch, groups, block, want", [
+    (64, 128, 1, 16, (16, 16)), (24, 24, 1, 8, (8, 8)),
+    (3, 64, 1, 16, (3, 16)), (1, 16, 1, 16, (1, 16)),        # a first convolution: one input block
+    (512, 1000, 1, 16, (16, 8)), (64, 24, 1, 16, (16, 8)),   # 16 does not divide: 8, or 4
+    (24, 64, 1, 16, (8, 16)), (3, 36, 1, 16, (3, 4)), (20, 20, 1, 16, (4, 4)),
+    (64, 30, 1, 16, None), (30, 64, 1, 16, None),            # not even blocks of 4
+    (64, 64, 2, 16, None), (3, 63, 3, 16, None), (64, 64, 1, 0, None)])   # groups; blocking off
+def test_channel_blocks(in_ch, out_ch, groups, block, want):
+    assert conv_lowering.channel_blocks(in_ch, out_ch, groups, block) == want
 
 
 def reference_conv(x, w, stride, pads, dilation):
@@ -170,6 +167,11 @@ def test_blocked_and_plain_convolutions_validate_against_onnxruntime(doit, tmp_p
     plain = [k for k in kernels("mixed") if "conv2d" in k and "NCHWc" not in k and "winograd" not in k]
     assert (len(blocked), len(winograd), len(plain)) == (3, 1, 1), kernels("mixed")
     assert not any("NCHWc" in k or "winograd" in k for k in kernels("flat"))
+    # no tuning log: every blocked and Winograd convolution took a default grid schedule
+    # (relax_build.default_schedules); the plain one, and the flat build's, have no grid
+    for name, want in (("mixed", set(blocked + winograd)), ("flat", set())):
+        got = json.load(open(doit.path(name, "relax_build", "stage.json")))["result"]["default_schedules"]
+        assert set(got) == want, (name, got)
     for name in ("mixed", "flat"):
         report = json.load(open(doit.path(name, "report.json")))
         assert report["passed"] is True, report
