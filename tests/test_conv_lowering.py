@@ -170,7 +170,8 @@ def test_blocked_and_plain_convolutions_validate_against_onnxruntime(doit, tmp_p
     # no tuning log: every blocked and Winograd convolution took a default grid schedule
     # (relax_build.default_schedules); the plain one, and the flat build's, have no grid
     for name, want in (("mixed", set(blocked + winograd)), ("flat", set())):
-        got = json.load(open(doit.path(name, "relax_build", "stage.json")))["result"]["default_schedules"]
+        with open(doit.path(name, "relax_build", "stage.json")) as f:
+            got = json.load(f)["result"]["default_schedules"]
         assert set(got) == want, (name, got)
     for name in ("mixed", "flat"):
         report = json.load(open(doit.path(name, "report.json")))

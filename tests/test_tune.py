@@ -377,7 +377,8 @@ def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winner
     assert sum(k.startswith("fused_conv2d_NCHWc") for k in info["tuned_kernels"]) == 2, info
     assert sum(k.startswith("fused_conv2d_winograd") for k in info["tuned_kernels"]) == 1, info
     # every convolution has a record: none takes a default schedule instead
-    assert json.load(open(doit.path("blk", "relax_build", "stage.json")))["result"]["default_schedules"] == []
+    with open(doit.path("blk", "relax_build", "stage.json")) as f:
+        assert json.load(f)["result"]["default_schedules"] == []
     assert json.load(open(doit.path("blk", "report.json")))["passed"] is True
     assert json.load(open(doit.path("blk", "report.threads.json")))["passed"] is True
 
