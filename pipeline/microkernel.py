@@ -28,7 +28,8 @@ contiguous.
 
 Pure functions only: ``space`` finds a workload's kind and extents, ``candidates`` and
 ``winograd_candidates`` list the spaces, ``schedule`` and ``winograd_schedule`` apply one
-candidate (as a traced ``Schedule``, so it can be a tuning record).
+candidate (as a traced ``Schedule``, so it can be a tuning record), and
+``default_candidate`` picks one by rule for a kernel no tuning log covers.
 """
 
 from __future__ import annotations
@@ -249,10 +250,10 @@ def winograd_schedule(mod, cand: dict):
 
 
 # A kernel no tuning log covers (a model nobody has tuned) still gets one grid schedule,
-# picked by rule: the kind of tile that won most often on ResNet-50. Blocked: 2 pixels along
-# the row (8 accumulators: they fit the registers; a 7-wide image: 7), 4 parallel tasks of
-# channel blocks.
-# Winograd: 16 lanes by 2 tiles, chunks of 2 input channels, the inverse on 4 lanes.
+# picked by rule, not timed, from the kinds of tile that won ResNet-50's grid rounds.
+# Blocked: 2 pixels along the row (8 accumulators: they fit the registers; a 7-wide image:
+# 7), 4 parallel tasks of channel blocks. Winograd: 16 lanes by 2 tiles, chunks of 2 input
+# channels (3 of ResNet-50's 4 kernels), the inverse on 4 lanes (all 4).
 DEFAULT_PIXEL_TILES = ((1, 2), (2, 1), (1, 7), (1, 1))
 DEFAULT_PARALLEL = (4, 2, 8, 1)
 DEFAULT_GEMM = {"lanes": (16, 8), "p_tile": (2, 1, 4), "ci_chunk": (2, 1, None), "inverse_lanes": (4, None)}
