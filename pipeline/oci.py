@@ -34,7 +34,6 @@ Credentials come from the caller or from WASMFORGE_REGISTRY_USER / WASMFORGE_REG
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.client
 import json
@@ -43,7 +42,8 @@ import re
 import tempfile
 import urllib.error
 import urllib.parse
-import urllib.request
+
+from pipeline.http_client import basic, open_url, redact, url_credentials
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -78,23 +78,6 @@ class OciError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- small pure helpers
-
-def redact(url: str) -> str:
-    """The URL without userinfo and query string: what we may show in a message or a log.
-
-    Query strings are dropped too because upload locations carry opaque session state and
-    redirected blob URLs carry pre-signed storage credentials. File paths pass unchanged.
-    """
-    p = urllib.parse.urlsplit(url)
-    if not p.scheme or not p.netloc:
-        return url
-    host = p.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if p.port:
-        host += f":{p.port}"
-    return urllib.parse.urlunsplit((p.scheme, host, p.path, "", ""))
-
 
 def canonical_json(obj) -> bytes:
     """Sorted keys, no whitespace, UTF-8: identical objects always give identical bytes (and
@@ -170,14 +153,7 @@ def _registry_base(registry: str, insecure_http: bool) -> tuple[str, tuple[str, 
                                      "(the repository is a separate argument)")
     if p.scheme == "http" and not insecure_http:
         raise OciError(redact(text), "plain http registry but insecure_http=False")
-    auth = None
-    if p.username:
-        auth = (urllib.parse.unquote(p.username), urllib.parse.unquote(p.password or ""))
-    return redact(text), auth
-
-
-def _basic(auth: tuple[str, str]) -> str:
-    return "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    return redact(text), url_credentials(text)
 
 
 # --------------------------------------------------------------------------- files
@@ -424,11 +400,9 @@ class _Client:
         return self._exchange(method, url, headers or {}, body, authorization)
 
     def _exchange(self, method, url, headers, data, authorization) -> _Response:
-        req = urllib.request.Request(url, data=data, method=method, headers=headers)
-        if authorization:   # unredirected: never follows a redirect to another host (storage)
-            req.add_unredirected_header("Authorization", authorization)
-        try:
-            resp = urllib.request.urlopen(req, timeout=self.timeout)
+        try:   # the credentials never follow a redirect to another host (storage)
+            resp = open_url(method, url, timeout=self.timeout, data=data, headers=headers,
+                            authorization=authorization)
             return _Response(url, resp.status, resp.headers, resp)
         except urllib.error.HTTPError as e:
             return _Response(url, e.code, e.headers, e)
@@ -442,7 +416,7 @@ class _Client:
         from the realm and try once more (tokens are scoped, so a push may need a new one)."""
         for attempt in (1, 2):
             authorization = (f"Bearer {self.token}" if self.token
-                             else _basic(self.auth) if self.auth else None)
+                             else basic(*self.auth) if self.auth else None)
             resp = self._once(method, url, headers, body, authorization)
             if resp.status != 401 or attempt == 2:
                 return resp
@@ -461,7 +435,7 @@ class _Client:
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
             raise OciError(realm, "token realm is not an http(s) URL")
         resp = self._once("GET", url, {"Accept": "application/json"}, None,
-                          _basic(self.auth) if self.auth else None)
+                          basic(*self.auth) if self.auth else None)
         body = resp.read()
         if resp.status != 200:
             raise OciError(url, self._scrub(f"token request failed: {_problem(resp.status, body)}"))

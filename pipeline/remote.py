@@ -11,7 +11,8 @@ Configuration, from the environment only:
     WASMFORGE_REMOTE_CACHE_TOKEN     sent as "Authorization: Bearer <token>"
     WASMFORGE_REMOTE_CACHE_USER / WASMFORGE_REMOTE_CACHE_PASSWORD   basic auth instead
     WASMFORGE_REMOTE_CACHE_UPLOAD=0  read only (e.g. for untrusted CI jobs)
-Credentials are never printed or stored: messages show the URL without its userinfo.
+Credentials are never printed or stored, and never follow a redirect (``http_client``):
+messages show the URL without its userinfo.
 
 The remote can only make a build faster, never fail or poison it: an unreachable or
 misbehaving server, or a blob whose bytes do not hash to its name, is a warning, after which
@@ -19,35 +20,25 @@ the build goes on locally and the remote is not asked again in this process.
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import urllib.error
 import urllib.parse
-import urllib.request
 
 from pipeline import cache
+from pipeline.http_client import basic, open_url, redact, url_credentials
 
 TIMEOUT = float(os.environ.get("WASMFORGE_REMOTE_CACHE_TIMEOUT", "30"))
 
 
-def redact(url: str) -> str:
-    p = urllib.parse.urlsplit(url)
-    host = p.hostname or ""
-    if p.port:
-        host += f":{p.port}"
-    return urllib.parse.urlunsplit((p.scheme, host, p.path, "", ""))
-
-
 class Remote:
-    def __init__(self, url: str, headers: dict[str, str] | None = None, upload: bool = True):
+    def __init__(self, url: str, authorization: str | None = None, upload: bool = True):
+        """``authorization``: the ``Authorization`` header's value, sent to this server only."""
         p = urllib.parse.urlsplit(url)
         if p.scheme not in ("http", "https") or not p.hostname:
             raise ValueError(f"WASMFORGE_REMOTE_CACHE must be an http(s) URL, got {redact(url)!r}")
-        self.headers = dict(headers or {})
-        if p.username:   # credentials in the URL: move them to a header, drop them from the URL
-            raw = f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}"
-            self.headers["Authorization"] = "Basic " + base64.b64encode(raw.encode()).decode()
+        in_url = url_credentials(url)   # credentials in the URL: moved to the header
+        self.authorization = basic(*in_url) if in_url else authorization
         self.base = redact(url).rstrip("/")
         self.upload = upload
         self.broken = False
@@ -57,14 +48,14 @@ class Remote:
         url = os.environ.get("WASMFORGE_REMOTE_CACHE")
         if not url:
             return None
-        headers = {}
+        authorization = None
         if os.environ.get("WASMFORGE_REMOTE_CACHE_TOKEN"):
-            headers["Authorization"] = "Bearer " + os.environ["WASMFORGE_REMOTE_CACHE_TOKEN"]
+            authorization = "Bearer " + os.environ["WASMFORGE_REMOTE_CACHE_TOKEN"]
         elif os.environ.get("WASMFORGE_REMOTE_CACHE_USER"):
-            raw = f"{os.environ['WASMFORGE_REMOTE_CACHE_USER']}:{os.environ.get('WASMFORGE_REMOTE_CACHE_PASSWORD', '')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(raw.encode()).decode()
+            authorization = basic(os.environ["WASMFORGE_REMOTE_CACHE_USER"],
+                                  os.environ.get("WASMFORGE_REMOTE_CACHE_PASSWORD", ""))
         try:
-            return cls(url, headers, upload=os.environ.get("WASMFORGE_REMOTE_CACHE_UPLOAD", "1") != "0")
+            return cls(url, authorization, upload=os.environ.get("WASMFORGE_REMOTE_CACHE_UPLOAD", "1") != "0")
         except ValueError as e:
             cache.warn(f"remote cache disabled: {e}")
             return None
@@ -77,11 +68,10 @@ class Remote:
         self.broken = True
 
     def _request(self, method: str, path: str, data=None, length: int | None = None):
-        req = urllib.request.Request(f"{self.base}/{path}", data=data, method=method, headers=dict(self.headers))
-        if length is not None:
-            req.add_header("Content-Length", str(length))
-            req.add_header("Content-Type", "application/octet-stream")
-        return urllib.request.urlopen(req, timeout=TIMEOUT)
+        headers = {} if length is None else {"Content-Length": str(length),
+                                              "Content-Type": "application/octet-stream"}
+        return open_url(method, f"{self.base}/{path}", timeout=TIMEOUT, data=data, headers=headers,
+                        authorization=self.authorization)
 
     def get_action(self, key: str) -> dict | None:
         if self.broken:

@@ -138,7 +138,9 @@ def no_tvm(tmp_path):
 
 class Nginx:
     """Debian's nginx on loopback as a Bazel-protocol HTTP cache (WebDAV PUT), plus a second
-    port where the same nginx misbehaves (500 for everything)."""
+    port where the same nginx misbehaves (500 for everything), and a third that redirects every
+    request (307) to another host, 127.0.0.2, which logs the ``Authorization`` it receives
+    (``received_authorization``) and answers 404."""
 
     def __init__(self, base, auth: tuple[str, str] | None = None):
         import socket
@@ -148,12 +150,12 @@ class Nginx:
         os.makedirs(self.data, exist_ok=True)
         os.chmod(self.data, 0o777)
         ports = []
-        for _ in range(2):
+        for host in ("127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.2"):
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            s.bind((host, 0))
             ports.append(s.getsockname()[1])
             s.close()
-        self.port, self.bad_port = ports
+        self.port, self.bad_port, self.redirect_port, self.other_host_port = ports
         auth_conf = ""
         if auth:
             with open(os.path.join(self.base, "htpasswd"), "w") as f:
@@ -168,6 +170,7 @@ error_log {self.base}/error.log;
 events {{ worker_connections 64; }}
 http {{
   access_log {self.base}/access.log;
+  log_format credentials '$server_addr $request_method $uri [$http_authorization]';
   client_body_temp_path {tmp['body']}; proxy_temp_path {tmp['proxy']};
   fastcgi_temp_path {tmp['fastcgi']}; uwsgi_temp_path {tmp['uwsgi']}; scgi_temp_path {tmp['scgi']};
   server {{
@@ -184,6 +187,16 @@ http {{
   server {{
     listen 127.0.0.1:{self.bad_port};
     location / {{ return 500; }}
+  }}
+  server {{
+    listen 127.0.0.1:{self.redirect_port};
+    access_log {self.base}/redirect.log credentials;
+    location / {{ return 307 http://127.0.0.2:{self.other_host_port}$request_uri; }}
+  }}
+  server {{
+    listen 127.0.0.2:{self.other_host_port};
+    access_log {self.base}/other_host.log credentials;
+    location / {{ return 404; }}
   }}
 }}
 """
@@ -215,6 +228,27 @@ http {{
     @property
     def bad_url(self):
         return f"http://127.0.0.1:{self.bad_port}/cache"
+
+    @property
+    def redirect_url(self):
+        return f"http://127.0.0.1:{self.redirect_port}/cache"
+
+    def received_authorization(self, server: str, requests: int) -> list[tuple[str, str, str]]:
+        """(method, path, Authorization or "") of each request ``server`` ("redirect" or
+        "other_host") has logged, once it has logged ``requests`` of them (nginx logs a request
+        just after answering it) or after 5 s."""
+        import time
+
+        path = os.path.join(self.base, f"{server}.log")
+        rows = []
+        for _ in range(50):
+            if os.path.exists(path):
+                with open(path) as f:
+                    rows = [line.split(" ", 3) for line in f.read().splitlines()]
+            if len(rows) >= requests:
+                break
+            time.sleep(0.1)
+        return [(method, uri, "" if auth == "[-]" else auth[1:-1]) for _addr, method, uri, auth in rows]
 
     def stop(self):
         self.proc.terminate()
