@@ -1,5 +1,5 @@
 /* run_model.c: a command-mode WASI program that runs any single-input wasmforge model
- * linked in from lib<model>.a (see pipeline/staticlib.py for the link line).
+ * linked in from lib<model>.a (see wasmforge/release/staticlib.py for the link line).
  *
  *   wasmtime run --dir=HOSTDIR::/data app.wasm /data/input.bin /data/output.bin
  *

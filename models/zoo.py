@@ -1,5 +1,5 @@
 """The ONNX model zoo's "light" models, with seeded, calibrated weights."""
-from pipeline.dsl import model, zoo
+from wasmforge.dsl import model, zoo
 
 model("resnet50", source=zoo("resnet50"), tune_trials=1500)
 model("squeezenet", source=zoo("squeezenet"))

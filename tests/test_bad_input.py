@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import make_tiny_onnx
 
 
@@ -77,7 +76,7 @@ def test_relaxed_simd_builds_and_validates_or_says_which_wasm_opt_cannot_read_it
 def test_failed_validation_publishes_nothing(doit, tmp_path):
     """A tolerance no float32 build can meet: the report says why, no module is published."""
     make_tiny_onnx(tmp_path / "decls" / "strict.onnx")
-    doit.declare("strict.py", "from pipeline.dsl import model, Tolerance\n"
+    doit.declare("strict.py", "from wasmforge.dsl import model, Tolerance\n"
                               "model('strict', onnx='strict.onnx', tolerance=Tolerance(atol=0.0, rtol=0.0))\n")
     # a leftover from an earlier, passing build must not survive a failing one
     os.makedirs(doit.path("strict"), exist_ok=True)
@@ -102,7 +101,7 @@ def tiny_module(tiny_build):
     ({"z": np.zeros((1, 3, 8, 8), np.float32)}, "inputs missing ['x'], unknown ['z']"),
 ])
 def test_wrong_input_rejected_before_touching_the_module(tiny_module, x, msg):
-    from pipeline.host import ModelInputError, WasmModel
+    from wasmforge.engines.host import ModelInputError, WasmModel
 
     m = WasmModel(tiny_module)
     ptr, size = m._in[0]

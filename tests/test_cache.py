@@ -11,9 +11,10 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT, Doit, make_tiny_onnx, ran
-from pipeline import cache, dsl, stages
+
+from wasmforge import dsl, graph
+from wasmforge.store import digests, local
 
 ALL = ["import", "relax_build", "emit", "executor", "link", "opt", "validate",
        "link_threads", "opt_threads", "validate_threads"]
@@ -21,7 +22,7 @@ ALL = ["import", "relax_build", "emit", "executor", "link", "opt", "validate",
 
 def declare_tiny(doit, name="tiny", opt_level="-O3", seed=0):
     make_tiny_onnx(os.path.join(doit.decls, f"{name}.onnx"), seed=seed)
-    doit.declare(f"{name}.py", "from pipeline.dsl import model\n"
+    doit.declare(f"{name}.py", "from wasmforge.dsl import model\n"
                                f"model({name!r}, onnx={name + '.onnx'!r}, opt_level={opt_level!r})\n")
 
 
@@ -38,11 +39,11 @@ def sha(path):
 
 
 def test_stage_key_is_a_pure_function_of_config_and_input_digests():
-    a = stages.stage_key("opt", {"params": {"level": "-O3"}}, {"link/x.wasm": "ab"})
-    assert a == stages.stage_key("opt", {"params": {"level": "-O3"}}, {"link/x.wasm": "ab"})
-    assert a != stages.stage_key("opt", {"params": {"level": "-O2"}}, {"link/x.wasm": "ab"})
-    assert a != stages.stage_key("opt", {"params": {"level": "-O3"}}, {"link/x.wasm": "cd"})
-    assert a != stages.stage_key("link", {"params": {"level": "-O3"}}, {"link/x.wasm": "ab"})
+    a = graph.stage_key("opt", {"params": {"level": "-O3"}}, {"link/x.wasm": "ab"})
+    assert a == graph.stage_key("opt", {"params": {"level": "-O3"}}, {"link/x.wasm": "ab"})
+    assert a != graph.stage_key("opt", {"params": {"level": "-O2"}}, {"link/x.wasm": "ab"})
+    assert a != graph.stage_key("opt", {"params": {"level": "-O3"}}, {"link/x.wasm": "cd"})
+    assert a != graph.stage_key("link", {"params": {"level": "-O3"}}, {"link/x.wasm": "ab"})
 
 
 def test_configs_name_no_paths_and_an_opt_change_touches_only_opt(empty_registry, tmp_path, monkeypatch):
@@ -50,10 +51,10 @@ def test_configs_name_no_paths_and_an_opt_change_touches_only_opt(empty_registry
     m3 = dsl.model("t3", onnx=onnx_path, declared_in=str(tmp_path / "d.py"))
     m2 = dsl.model("t2", onnx=onnx_path, opt_level="-O2", declared_in=str(tmp_path / "d.py"))
     monkeypatch.setenv("WASMFORGE_BUILD", str(tmp_path / "one"))
-    g3 = {s.name: s for s in stages.graph(m3)}
+    g3 = {s.name: s for s in graph.stages(m3)}
     monkeypatch.setenv("WASMFORGE_BUILD", str(tmp_path / "two"))
-    g2 = {s.name: s for s in stages.graph(m2)}
-    differs = [n for n in g3 if cache.digest(g3[n].config) != cache.digest(g2[n].config)]
+    g2 = {s.name: s for s in graph.stages(m2)}
+    differs = [n for n in g3 if digests.digest(g3[n].config) != digests.digest(g2[n].config)]
     # the model name is embedded in link's metadata; opt's level is opt's alone (both variants)
     assert differs == ["link", "opt", "link_threads", "opt_threads"]
     assert set(g3["link"].config) - {"model"} == set(g2["link"].config) - {"model"}
@@ -131,7 +132,7 @@ def test_a_corrupted_blob_is_reported_evicted_and_rebuilt(doit):
     declare_tiny(doit)
     doit("build:tiny")
     kernels = json.load(open(doit.path("tiny", "emit", "stage.json")))
-    entry = cache.Store(doit.store).get_action(kernels["key"])
+    entry = local.Store(doit.store).get_action(kernels["key"])
     blob = os.path.join(doit.store, "cas", entry["outputs"]["emit/kernels.o"]["sha256"])
     os.chmod(blob, 0o644)
     with open(blob, "r+b") as f:
@@ -151,7 +152,7 @@ def test_outputs_are_stored_once_and_a_stage_run_again_never_writes_through_them
     old outputs, not write into the files the store holds."""
     declare_tiny(doit)
     doit("build:tiny")
-    store = cache.Store(doit.store)
+    store = local.Store(doit.store)
     key = json.load(open(doit.path("tiny", "link", "stage.json")))["key"]
     blobs = {label: os.path.join(doit.store, "cas", o["sha256"])
              for label, o in store.get_action(key)["outputs"].items()}
@@ -160,7 +161,7 @@ def test_outputs_are_stored_once_and_a_stage_run_again_never_writes_through_them
         assert os.path.samefile(doit.path("tiny", label), blob), label
     before = {label: os.stat(blob).st_mtime_ns for label, blob in blobs.items()}
     store.evict_action(key)
-    subprocess.run([sys.executable, "-m", "pipeline", "link", "tiny"], cwd=ROOT, env=doit.env(), check=True,
+    subprocess.run([sys.executable, "-m", "wasmforge", "stage", "link", "tiny"], cwd=ROOT, env=doit.env(), check=True,
                    capture_output=True)
     assert json.load(open(doit.path("tiny", "link", "stage.json")))["cache"] == "miss"
     assert {label: os.stat(blob).st_mtime_ns for label, blob in blobs.items()} == before
@@ -177,13 +178,13 @@ def test_an_unreadable_action_entry_is_evicted_and_rebuilt(doit):
     res = doit("build:tiny")
     assert "is unreadable" in res.stderr
     assert sources(doit)["opt"] == "miss"
-    assert cache.Store(doit.store).get_action(key) is not None
+    assert local.Store(doit.store).get_action(key) is not None
 
 
 def check_nothing_half_finished(doit):
     """Every stage.json present vouches for outputs that exist and match the action entry;
     every blob in the store hashes to its name; every action entry's blobs are present."""
-    store = cache.Store(doit.store)
+    store = local.Store(doit.store)
     cas = os.path.join(doit.store, "cas")
     for name in os.listdir(cas):
         assert sha(os.path.join(cas, name)) == name

@@ -1,4 +1,4 @@
-"""How convolutions are lowered (pipeline/conv_lowering.py): the blocked kernel and the
+"""How convolutions are lowered (wasmforge/compiler/conv_lowering.py): the blocked kernel and the
 Winograd weight transform against numpy, and a model mixing blocked, Winograd and plain
 convolutions built through the real graph and validated against onnxruntime."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import conv_lowering
+from wasmforge.compiler import conv_lowering
 
 
 @pytest.mark.parametrize("in_ch, out_ch, groups, block, want", [

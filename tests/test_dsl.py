@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import dsl
+from wasmforge import dsl
 
 
 @pytest.fixture(autouse=True)

@@ -7,10 +7,10 @@ import os
 
 import numpy as np
 import onnxruntime as ort
+from conftest import make_tiny_onnx, ran
 
-from conftest import make_tiny_onnx
-from pipeline import wasmbin
-from pipeline.host import WasmModel
+from wasmforge.engines import wasmbin
+from wasmforge.engines.host import WasmModel
 
 STAGES = ["import", "relax_build", "emit", "executor", "link", "opt", "validate"]
 THREADS_STAGES = ["link_threads", "opt_threads", "validate_threads"]
@@ -68,13 +68,13 @@ def test_tiny_model_from_toml_builds_validates_and_runs(doit, tmp_path):
 
     # nothing changed: a second run executes no stage
     again = doit("build:tiny")
-    ran = [line for line in again.stdout.splitlines() if line.startswith(".  ")]
-    assert ran == [], again.stdout
+    assert ran(again) == [], again.stdout
+    assert "tiny (portable, 1 thread): passed" in again.stdout   # the summary, every time
 
 
 def test_python_declaration_pins_a_dynamic_batch(doit, tmp_path):
     make_tiny_onnx(tmp_path / "decls" / "dyn.onnx", dynamic_batch=True)
-    doit.declare("dyn.py", 'from pipeline.dsl import model\n'
+    doit.declare("dyn.py", 'from wasmforge.dsl import model\n'
                            'model("dyn", onnx="dyn.onnx", inputs={"x": (1, 3, 8, 8)})\n')
     doit("build:dyn")
     report = json.load(open(doit.path("dyn", "report.json")))

@@ -1,6 +1,6 @@
 """The same published module in three independent engines: wasmtime (Cranelift, through
-pipeline/host.py), Node's node:wasi (V8, pipeline/run_node.mjs) and pywasm (a pure-Python
-interpreter, pipeline/run_pywasm.py).
+wasmforge/engines/host.py), Node's node:wasi (V8, wasmforge/engines/run_node.mjs) and pywasm (a pure-Python
+interpreter, wasmforge/engines/run_pywasm.py).
 
 The outputs must be bit-identical, not merely close: WebAssembly's float arithmetic,
 SIMD128 included, is deterministic IEEE-754 (only NaN bit patterns may differ, and the
@@ -13,12 +13,12 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
-from pipeline.host import WasmModel
-from pipeline.run_pywasm import PywasmModel
 
-RUN_NODE = f"{ROOT}/pipeline/run_node.mjs"
+from wasmforge.engines.host import WasmModel
+from wasmforge.engines.run_pywasm import PywasmModel
+
+RUN_NODE = f"{ROOT}/wasmforge/engines/run_node.mjs"
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,16 @@ import random
 
 import pytest
 
-from pipeline import executor
-from pipeline.executor import Call, Program, Tensor, check_plan, plan_arena, storage_intervals
-from pipeline.errors import StageError
+from wasmforge.errors import StageError
+from wasmforge.stages import executor
+from wasmforge.stages.executor import (
+    Call,
+    Program,
+    Tensor,
+    check_plan,
+    plan_arena,
+    storage_intervals,
+)
 
 
 def chain(sizes):
@@ -90,7 +97,7 @@ def test_random_programs_plan_safely():
 
 
 def lower(onnx_path, tmp_path):
-    from pipeline import importer, relax_build
+    from wasmforge.stages import importer, relax_build
 
     importer.run(onnx_path, importer.ImportParams(), str(tmp_path / "m.json"), str(tmp_path / "io.json"))
     relax_build.run(str(tmp_path / "m.json"), str(tmp_path / "no-log"), relax_build.BuildParams(),
@@ -125,7 +132,7 @@ def test_extract_refuses_dynamic_shapes(tmp_path):
     import tvm
     from tvm.script import relax as R
 
-    from pipeline import relax_build
+    from wasmforge.stages import relax_build
 
     @tvm.script.ir_module
     class Dyn:

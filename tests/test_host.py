@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import wasmbin
-from pipeline.host import WasmModel
+from wasmforge.engines import wasmbin
+from wasmforge.engines.host import WasmModel
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_profile_times_every_kernel_call_of_the_plan_and_leaves_results_alone(mo
 
 
 def test_bench_cli_prints_a_profile(module):
-    res = subprocess.run([sys.executable, "-m", "pipeline.bench", module, "--profile", "--runs", "3"],
+    res = subprocess.run([sys.executable, "-m", "wasmforge.bench", module, "--profile", "--runs", "3"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()

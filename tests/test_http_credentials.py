@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from pipeline import cache, oci
-from pipeline.http_client import basic
-from pipeline.remote import Remote
+from wasmforge.http_client import basic
+from wasmforge.release import oci
+from wasmforge.store import local
+from wasmforge.store.remote import Remote
 
 USER, PASSWORD, TOKEN = "team", "s3cr3t-Pa55word", "t0ken-abc"
 
@@ -28,7 +29,7 @@ def test_the_remote_cache_sends_no_credentials_along_a_redirect(nginx, tmp_path,
     monkeypatch.setenv("WASMFORGE_REMOTE_CACHE", url)
     expected = f"Bearer {TOKEN}" if creds == "token" else basic(USER, PASSWORD)
 
-    store = cache.Store(str(tmp_path / "store"))
+    store = local.Store(str(tmp_path / "store"))
     blob = tmp_path / "blob"
     blob.write_bytes(b"kernels")
     sha = store.put_file(str(blob))

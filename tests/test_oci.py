@@ -1,4 +1,4 @@
-"""pipeline.oci against a real registry on loopback: Debian's ``docker-registry``
+"""wasmforge.release.oci against a real registry on loopback: Debian's ``docker-registry``
 (CNCF distribution 2.8), started per module on a free port with its own config and storage.
 
 Registries that need credentials are real too: htpasswd (bcrypt) basic auth, and token auth,
@@ -28,7 +28,7 @@ import uuid
 import pytest
 import wasmtime
 
-from pipeline import oci
+from wasmforge.release import oci
 
 REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 USER, PASSWORD = "publisher", "Sup3r-s3cret-Pa55"

@@ -9,16 +9,16 @@ import sys
 import tarfile
 
 import pytest
-
 from conftest import ROOT, Doit, copy_checkout, make_tiny_onnx
-from pipeline import oci
 from test_oci import Registry
+
+from wasmforge.release import oci
 
 
 def declare(doit, name="tiny", seed=0, version="1.0.0", tolerance=""):
     make_tiny_onnx(os.path.join(doit.decls, f"{name}.onnx"), seed=seed)
     tol = f", tolerance=Tolerance({tolerance})" if tolerance else ""
-    doit.declare(f"{name}.py", "from pipeline.dsl import Tolerance, model\n"
+    doit.declare(f"{name}.py", "from wasmforge.dsl import Tolerance, model\n"
                                f"model({name!r}, onnx={name + '.onnx'!r}, version={version!r}{tol})\n")
 
 
@@ -71,7 +71,7 @@ def test_a_module_that_failed_validation_is_not_published(doit):
     assert not os.path.exists(os.path.join(doit.dist, "strict"))
     # and publish itself refuses a failed report, whatever is on disk
     os.makedirs(doit.path("strict"), exist_ok=True)
-    res = subprocess.run([sys.executable, "-m", "pipeline", "publish", "strict"], cwd=ROOT, env=doit.env(),
+    res = subprocess.run([sys.executable, "-m", "wasmforge", "publish", "strict"], cwd=ROOT, env=doit.env(),
                          capture_output=True, text=True)
     assert res.returncode != 0 and "validation did not pass" in res.stderr
     assert not os.path.exists(os.path.join(doit.dist, "strict"))

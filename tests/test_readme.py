@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import RESNET50_THREADS_LOG, ROOT
 
 
@@ -42,8 +41,8 @@ def test_the_python_examples(resnet50, monkeypatch):
     assert probs.shape == (1, 1000) and abs(float(probs.sum()) - 1.0) < 1e-4
     exec(compile(threads, "README.md", "exec"), scope)   # noqa: S102
     if RESNET50_THREADS_LOG:   # kernels of its own: the same result, within the validate tolerance
-        from pipeline.dsl import Tolerance
-        from pipeline.validate import compare
+        from wasmforge.dsl import Tolerance
+        from wasmforge.stages.validate import compare
 
         assert compare(scope["probs"], probs, Tolerance())["passed"]
     else:
@@ -72,7 +71,7 @@ def test_the_static_library_link_line(resnet50, tmp_path):
     for line in script.strip().splitlines():
         res = subprocess.run(shlex.split(line), cwd=ROOT, capture_output=True, text=True, timeout=900)
         assert res.returncode == 0, f"{line}\n{res.stderr}"
-    from pipeline.host import WasmModel
+    from wasmforge.engines.host import WasmModel
 
     want = WasmModel(os.path.join(rel, "resnet50.wasm")).run(x)[0]
     got = np.frombuffer((io / "output.bin").read_bytes(), np.float32).reshape(want.shape)

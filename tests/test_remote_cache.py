@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import RESNET50_THREADS_LOG, ROOT, Doit, Nginx, copy_checkout, ran
 from test_cache import ALL, declare_tiny, sha, sources
 

@@ -11,7 +11,7 @@ import sys
 
 from conftest import RESNET50_THREADS_LOG, ROOT
 
-from pipeline import wasmbin
+from wasmforge.engines import wasmbin
 
 
 def test_resnet50_builds_and_validates():
@@ -44,9 +44,9 @@ def test_resnet50_threads_variant_runs_its_parallel_loops_on_two_threads():
     has kernels of its own)."""
     import numpy as np
 
-    from pipeline.dsl import Tolerance
-    from pipeline.host import WasmModel
-    from pipeline.validate import compare, seeded_inputs
+    from wasmforge.dsl import Tolerance
+    from wasmforge.engines.host import WasmModel
+    from wasmforge.stages.validate import compare, seeded_inputs
 
     report = json.load(open(os.path.join(ROOT, "build", "resnet50", "report.threads.json")))
     assert report["passed"] is True and report["threads"] == 2
@@ -67,8 +67,8 @@ def test_resnet50_threads_variant_runs_its_parallel_loops_on_two_threads():
 
 TRAPPING_WORKER = """
 import sys, threading
-from pipeline.host import ModelRuntimeError, WasmModel
-from pipeline.validate import seeded_inputs
+from wasmforge.engines.host import ModelRuntimeError, WasmModel
+from wasmforge.stages.validate import seeded_inputs
 
 class NoStackForWorker(WasmModel):
     def _worker_stack(self, ex, wid):

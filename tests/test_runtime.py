@@ -1,4 +1,4 @@
-"""The C runtime (pipeline/runtime/wasmforge_runtime.c): its error path and its reactor
+"""The C runtime (wasmforge/runtime/wasmforge_runtime.c): its error path and its reactor
 contract, on real modules linked from a real tiny model."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import wasmtime
 
-import toolchain
-from pipeline import link
-from pipeline.host import ModelRuntimeError, WasmModel
+from wasmforge import toolchain
+from wasmforge.engines.host import ModelRuntimeError, WasmModel
+from wasmforge.stages import link
 
 
 @pytest.fixture(scope="module")

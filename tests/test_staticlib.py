@@ -10,11 +10,12 @@ import sys
 
 import numpy as np
 import pytest
-
-import toolchain
 from conftest import ROOT
-from pipeline import staticlib, wasmbin
-from pipeline.host import WasmModel
+
+from wasmforge import toolchain
+from wasmforge.engines import wasmbin
+from wasmforge.engines.host import WasmModel
+from wasmforge.release import staticlib
 
 AR = shutil.which("llvm-ar-19") or "/usr/bin/llvm-ar-19"
 NM = shutil.which("llvm-nm-19") or "/usr/bin/llvm-nm-19"

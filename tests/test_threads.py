@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 import wasmtime
 
-from pipeline import wasmbin
-from pipeline.host import WasmModel, shared_memory, shared_memory_import, threads_engine
+from wasmforge.engines import wasmbin
+from wasmforge.engines.host import (
+    WasmModel,
+    shared_memory,
+    shared_memory_import,
+    threads_engine,
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +68,7 @@ def test_aot_cache_serves_the_threads_variant(modules, tmp_path):
 
 
 def test_wasmtime_py_issue_318_is_still_open():
-    """pipeline/host.py works around wasmtime-py's SharedMemory._as_extern (upstream issue
+    """wasmforge/engines/host.py works around wasmtime-py's SharedMemory._as_extern (upstream issue
     318). When this test fails, upstream fixed it: delete the workaround in
     host.shared_memory and this test."""
     engine = threads_engine()
@@ -82,7 +87,7 @@ def test_bench_cli_times_a_module_on_threads(modules):
     from conftest import ROOT
 
     _, mt = modules
-    res = subprocess.run([sys.executable, "-m", "pipeline.bench", mt, "--threads", "2", "--runs", "3"],
+    res = subprocess.run([sys.executable, "-m", "wasmforge.bench", mt, "--threads", "2", "--runs", "3"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "2 thread(s): median " in res.stdout and len(res.stdout.split("runs ")[1].split()) == 3

@@ -22,7 +22,7 @@ def tuned_info(doit):
 
 def test_tune_writes_a_log_the_build_applies_and_that_resumes(doit, tmp_path):
     make_tiny_onnx(os.path.join(doit.decls, "tiny.onnx"))
-    doit.declare("tiny.py", "from pipeline.dsl import model\nmodel('tiny', onnx='tiny.onnx', tune_trials=10)\n")
+    doit.declare("tiny.py", "from wasmforge.dsl import model\nmodel('tiny', onnx='tiny.onnx', tune_trials=10)\n")
     doit("build:tiny")                                     # default schedules first
     default_kernels = sha(doit.path("tiny", "emit", "kernels.o"))
     assert json.load(open(doit.path("tiny", "relax_build", "stage.json")))["result"]["tuning"] is None
@@ -67,7 +67,7 @@ def test_tune_writes_a_log_the_build_applies_and_that_resumes(doit, tmp_path):
 
 def test_jobs_tune_side_by_side_and_every_record_lands_in_the_log_under_its_workload(doit):
     make_tiny_onnx(os.path.join(doit.decls, "tiny.onnx"))
-    doit.declare("tiny.py", "from pipeline.dsl import model\nmodel('tiny', onnx='tiny.onnx', tune_trials=12)\n")
+    doit.declare("tiny.py", "from wasmforge.dsl import model\nmodel('tiny', onnx='tiny.onnx', tune_trials=12)\n")
     log = os.path.join(doit.decls, "tiny.tuning")
 
     def per_task():
@@ -105,12 +105,12 @@ def test_threads_tune_a_log_of_their_own_that_only_the_threads_variant_links(doi
     model's threads log, seeded from the one-thread log without copying it. The threads
     variant then builds its own kernels (relax_build_threads, emit_threads) from that log
     first; the portable module keeps its own."""
-    from pipeline.host import WasmModel
-    from pipeline.relax_build import BuildParams
-    from pipeline.tune import count_records, extract_tasks, task_cost_ms
+    from wasmforge.engines.host import WasmModel
+    from wasmforge.stages.relax_build import BuildParams
+    from wasmforge.tune import count_records, extract_tasks, task_cost_ms
 
     make_tiny_onnx(os.path.join(doit.decls, "tiny.onnx"))
-    doit.declare("tiny.py", "from pipeline.dsl import model\nmodel('tiny', onnx='tiny.onnx', tune_trials=8)\n")
+    doit.declare("tiny.py", "from wasmforge.dsl import model\nmodel('tiny', onnx='tiny.onnx', tune_trials=8)\n")
     one, mt = os.path.join(doit.decls, "tiny.tuning"), os.path.join(doit.decls, "tiny.threads.tuning")
     doit("tune:tiny")
     n_one = count_records(one)
@@ -171,7 +171,7 @@ def test_threads_tune_a_log_of_their_own_that_only_the_threads_variant_links(doi
 
 
 def test_split_tasks_deals_the_costliest_first_to_each_job_in_turn():
-    from pipeline.tune import split_tasks
+    from wasmforge.tune import split_tasks
 
     assert split_tasks(["a", "b", "c", "d", "e"], 2) == [["a", "c", "e"], ["b", "d"]]
     assert split_tasks(["a"], 4) == [["a"]]
@@ -181,7 +181,7 @@ def test_split_tasks_deals_the_costliest_first_to_each_job_in_turn():
 def test_focus_picks_the_costliest_tasks_untuned_first():
     from math import inf
 
-    from pipeline.tune import focus_tasks
+    from wasmforge.tune import focus_tasks
 
     cost = {"a": 1.0, "b": 30.0, "c": inf, "d": 5.0}
     assert focus_tasks(cost, 2) == ["c", "b"]
@@ -193,7 +193,7 @@ def test_focus_picks_the_costliest_tasks_untuned_first():
 
 def test_a_log_for_another_target_is_ignored_with_a_warning(doit):
     make_tiny_onnx(os.path.join(doit.decls, "tiny.onnx"))
-    doit.declare("tiny.py", "from pipeline.dsl import model\nmodel('tiny', onnx='tiny.onnx', tune_trials=6)\n")
+    doit.declare("tiny.py", "from wasmforge.dsl import model\nmodel('tiny', onnx='tiny.onnx', tune_trials=6)\n")
     doit("tune:tiny")
     path = os.path.join(doit.decls, "tiny.tuning", "database_tuning_record.json")
     text = open(path).read()
@@ -209,11 +209,11 @@ def test_a_log_for_another_target_is_ignored_with_a_warning(doit):
 
 def test_a_log_for_other_shapes_is_ignored_with_a_warning(doit):
     make_tiny_onnx(os.path.join(doit.decls, "tiny.onnx"))
-    doit.declare("tiny.py", "from pipeline.dsl import model\nmodel('tiny', onnx='tiny.onnx', tune_trials=6)\n")
+    doit.declare("tiny.py", "from wasmforge.dsl import model\nmodel('tiny', onnx='tiny.onnx', tune_trials=6)\n")
     doit("tune:tiny")
     # the same log, declared for a model with other weights and shapes: no kernel matches
     make_tiny_onnx(os.path.join(doit.decls, "other.onnx"), hw=16)
-    doit.declare("other.py", "from pipeline.dsl import model\n"
+    doit.declare("other.py", "from wasmforge.dsl import model\n"
                              "model('other', onnx='other.onnx', tuning_log='tiny.tuning')\n")
     res = doit("build:other")
     assert "match no kernel of this model" in res.stderr
@@ -224,7 +224,7 @@ def test_a_log_for_other_shapes_is_ignored_with_a_warning(doit):
 
 
 def test_a_record_applies_to_a_build_with_a_superset_of_its_features():
-    from pipeline.relax_build import target_compatible
+    from wasmforge.stages.relax_build import target_compatible
 
     build = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm", "mattr": ["+relaxed-simd", "+simd128"]}
     assert target_compatible({**build, "mattr": ["+simd128"]}, build)
@@ -234,12 +234,12 @@ def test_a_record_applies_to_a_build_with_a_superset_of_its_features():
 
 
 def test_the_builder_makes_measurement_modules_and_kills_a_build_that_takes_too_long(tmp_path):
-    import toolchain
     import tvm
     from tvm import te
     from tvm.s_tir.meta_schedule.builder import BuilderInput
 
-    from pipeline import relax_build, tune
+    from wasmforge import toolchain, tune
+    from wasmforge.stages import relax_build
 
     a = te.placeholder((64, 64), name="a")
     b = te.compute((64, 64), lambda i, j: a[i, j] * 2.0, name="b")
@@ -292,7 +292,7 @@ def make_blocked_onnx(path):
 
 
 def test_grid_candidates_keep_the_register_tile_small_and_cover_the_loops():
-    from pipeline.microkernel import candidates
+    from wasmforge.compiler.microkernel import candidates
 
     cands = candidates([1, 64, 14, 14, 16, 16, 1, 1, 16])     # a 1x1 256 -> 1024 at 14x14
     assert cands and len({json.dumps(c, sort_keys=True) for c in cands}) == len(cands)
@@ -317,7 +317,7 @@ def test_winograd_grid_schedules_compute_the_same_convolution():
     import tvm
     from tvm import te, topi
 
-    from pipeline import conv_lowering, microkernel
+    from wasmforge.compiler import conv_lowering, microkernel
 
     c, o, hw = 16, 32, 8
     data = te.placeholder((1, c, hw, hw), name="data")
@@ -356,7 +356,7 @@ def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winner
     side by side, at the log best's time scaled by that ratio. The build applies them. With
     ``--threads 2``, the same for the threads variant, into its own log."""
     make_blocked_onnx(os.path.join(doit.decls, "blk.onnx"))
-    doit.declare("blk.py", "from pipeline.dsl import model\nmodel('blk', onnx='blk.onnx', tune_trials=6)\n")
+    doit.declare("blk.py", "from wasmforge.dsl import model\nmodel('blk', onnx='blk.onnx', tune_trials=6)\n")
     log, mt = os.path.join(doit.decls, "blk.tuning"), os.path.join(doit.decls, "blk.threads.tuning")
     rec_path = os.path.join(log, "database_tuning_record.json")
 

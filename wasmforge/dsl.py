@@ -1,0 +1,202 @@
+"""The model declaration DSL.
+
+A declaration is a few lines in a file under ``models/``::
+
+    from wasmforge.dsl import model
+    model("mynet", onnx="mynet.onnx", inputs={"x": (1, 3, 32, 32)})   # path relative to this file
+
+or, equally, a TOML file ``models/mynet.toml``::
+
+    name = "mynet"
+    onnx = "mynet.onnx"          # relative to this file
+    [inputs]
+    x = [1, 3, 32, 32]
+
+``model()`` validates eagerly and registers the declaration; ``declarations.load()`` imports every
+declaration file once. Errors name the declaring file.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from dataclasses import dataclass, field
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib  # type: ignore
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ZOO_MODELS = ("resnet50", "squeezenet", "bvlc_alexnet", "vgg19", "inception_v1",
+              "densenet121", "inception_v2", "shufflenet", "zfnet512")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")   # also a valid OCI tag
+
+
+class DeclarationError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Zoo:
+    """A model of the ONNX zoo's "light" set (shipped in the onnx wheel), with its
+    ``ConstantOfShape`` weight fills replaced by seeded, calibrated weights."""
+
+    name: str
+    seed: int = 0
+
+
+def zoo(name: str, seed: int = 0) -> Zoo:
+    if name not in ZOO_MODELS:
+        raise DeclarationError(f"unknown zoo model {name!r}; known: {', '.join(ZOO_MODELS)}")
+    return Zoo(name, seed)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """When the wasm module agrees with onnxruntime.
+
+    Elementwise: |wasm - ort| <= atol + rtol * max|ort| for every output element (a float32
+    reordering error scales with the output's magnitude, not each element's). Per input,
+    top-1 must be identical and top-5 sets must share at least ``min_top5`` classes.
+    """
+
+    atol: float = 1e-6
+    rtol: float = 1e-4
+    min_top5: int = 4
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    source: str | Zoo                     # path of a user's .onnx file, or a zoo model
+    declared_in: str
+    inputs: tuple[tuple[str, tuple[int, ...]], ...] = ()   # static shape overrides
+    seeds: tuple[int, ...] = (1, 2, 3)    # validation inputs, drawn N(0, 1) from these seeds
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    mattr: tuple[str, ...] = ("+simd128",)
+    conv_block: int = 16                  # NCHW[b]c convolutions, weights pre-packed; 0: NCHW
+    winograd: bool = True                 # F(4x4, 3x3) for 3x3 stride-1 convolutions
+    opt_level: str = "-O3"
+    tuning_log: str = ""                  # MetaSchedule database folder (absolute)
+    tune_trials: int = 1000               # `doit tune:<name>` budget (--trials overrides)
+    version: str = "0.1.0"                # release version (`doit publish:<name>`)
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict(self.inputs)
+
+    def tuning_dir(self) -> str:
+        return self.tuning_log
+
+    def threads_tuning_dir(self) -> str:
+        """The threads variant's own tuning log, beside the one-thread log: schedules tuned for
+        and measured on several cores (``doit tune:<name> --threads 2``), e.g.
+        ``models/resnet50.threads.tuning/`` beside ``models/resnet50.tuning/``."""
+        base = self.tuning_log[:-len(".tuning")] if self.tuning_log.endswith(".tuning") else self.tuning_log
+        return base + ".threads.tuning"
+
+
+REGISTRY: dict[str, Model] = {}
+
+
+def _caller_file() -> str:
+    for frame in inspect.stack()[2:]:
+        if os.path.abspath(frame.filename) != os.path.abspath(__file__):
+            return os.path.abspath(frame.filename)
+    return os.path.join(ROOT, "<unknown>")
+
+
+def _shown(path: str) -> str:
+    rel = os.path.relpath(path, ROOT)
+    return path if rel.startswith("..") else rel
+
+
+def model(name: str, onnx: str | None = None, source: Zoo | None = None, *,
+          inputs: dict[str, tuple[int, ...]] | None = None, seeds=(1, 2, 3),
+          tolerance: Tolerance | None = None, mattr=("+simd128",), conv_block: int = 16,
+          winograd: bool = True, opt_level: str = "-O3", tuning_log: str = "", tune_trials: int = 1000,
+          version: str = "0.1.0",
+          declared_in: str | None = None) -> Model:
+    """Declare a model. Give exactly one of ``onnx`` (a path, absolute or relative to the
+    declaring file's folder) and ``source=zoo(...)``."""
+    decl_file = os.path.abspath(declared_in) if declared_in else _caller_file()
+    where = _shown(decl_file)
+
+    def bad(msg: str) -> DeclarationError:
+        return DeclarationError(f"{where}: model {name!r}: {msg}")
+
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise bad("name must match [a-z][a-z0-9_]* (it names build/<name>/ and doit tasks)")
+    if (onnx is None) == (source is None):
+        raise bad("give exactly one of onnx='path/to/model.onnx' or source=zoo('resnet50')")
+    if onnx is not None:
+        src: str | Zoo = os.path.normpath(os.path.join(os.path.dirname(decl_file), onnx))
+    else:
+        src = source  # type: ignore[assignment]
+    shapes = []
+    for k, v in (inputs or {}).items():
+        try:
+            dims = tuple(int(d) for d in v)
+        except (TypeError, ValueError):
+            raise bad(f"inputs[{k!r}] must be a list of positive integers, got {v!r}") from None
+        if not dims or any(d <= 0 for d in dims):
+            raise bad(f"inputs[{k!r}] must be a list of positive integers, got {v!r}")
+        shapes.append((k, dims))
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise bad("seeds must be a non-empty list of distinct integers")
+    if not isinstance(conv_block, int) or isinstance(conv_block, bool) or conv_block < 0 or conv_block > 64:
+        raise bad(f"conv_block must be 0 (NCHW convolutions) or a channel block from 1 to 64, got {conv_block!r}")
+    if not isinstance(winograd, bool):
+        raise bad(f"winograd must be true or false, got {winograd!r}")
+    if opt_level not in ("-O0", "-O1", "-O2", "-O3", "-O4", "-Os", "-Oz"):
+        raise bad(f"opt_level {opt_level!r} is not a wasm-opt level (-O0..-O4, -Os, -Oz)")
+    if not isinstance(tune_trials, int) or tune_trials < 0:
+        raise bad(f"tune_trials must be a non-negative integer, got {tune_trials!r}")
+    if not isinstance(version, str) or not _VERSION.match(version):
+        raise bad(f"version {version!r} must be a release version such as 1.0.0 (letters, digits, . _ -)")
+    if name in REGISTRY and REGISTRY[name].declared_in != where:
+        raise bad(f"already declared in {REGISTRY[name].declared_in}")
+    m = Model(name=name, source=src, declared_in=where, inputs=tuple(sorted(shapes)),
+              seeds=tuple(int(s) for s in seeds), tolerance=tolerance or Tolerance(),
+              mattr=tuple(mattr), conv_block=conv_block, winograd=winograd, opt_level=opt_level,
+              tune_trials=tune_trials, version=version,
+              # the tuning log lives next to the declaration: <folder>/<name>.tuning/
+              tuning_log=os.path.normpath(os.path.join(os.path.dirname(decl_file),
+                                                       tuning_log or f"{name}.tuning")))
+    REGISTRY[name] = m
+    return m
+
+
+def model_from_toml(path: str) -> Model:
+    """Declare a model from a TOML file (keys as ``model()``'s arguments)."""
+    rel = _shown(os.path.abspath(path))
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise DeclarationError(f"{rel}: cannot read model declaration: {e}") from e
+    known = {"name", "onnx", "zoo", "seed", "inputs", "seeds", "tolerance", "mattr", "conv_block",
+             "winograd", "opt_level", "tuning_log", "tune_trials", "version"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise DeclarationError(f"{rel}: unknown keys {unknown}; known: {sorted(known)}")
+    if "name" not in data:
+        raise DeclarationError(f"{rel}: missing key 'name'")
+    onnx = data.get("onnx")
+    source = zoo(data["zoo"], data.get("seed", 0)) if "zoo" in data else None
+    tol = Tolerance(**data["tolerance"]) if "tolerance" in data else None
+    return model(data["name"], onnx=onnx, source=source, inputs=data.get("inputs"),
+                 seeds=tuple(data.get("seeds", (1, 2, 3))), tolerance=tol,
+                 mattr=tuple(data.get("mattr", ("+simd128",))), conv_block=data.get("conv_block", 16),
+                 winograd=data.get("winograd", True),
+                 opt_level=data.get("opt_level", "-O3"), tuning_log=data.get("tuning_log", ""),
+                 tune_trials=data.get("tune_trials", 1000), version=data.get("version", "0.1.0"),
+                 declared_in=os.path.abspath(path))
+
+
+def lookup(name: str) -> Model:
+    if name not in REGISTRY:
+        raise DeclarationError(f"unknown model {name!r}; declared: {', '.join(sorted(REGISTRY)) or 'none'}")
+    return REGISTRY[name]

@@ -1,0 +1,407 @@
+"""Stage 4, executor: the lowered Relax ``main`` -> a static plan, emitted as C tables.
+
+After the build pipeline, the ``main`` of a static-shape model is straight-line code:
+``vm.alloc_storage``, ``vm.alloc_tensor``, kernel calls, ``vm.builtin.reshape`` views,
+``vm.kill_object``, input checks and constants. ``extract`` turns it into a ``Program``
+(storages, tensors, calls, constants, inputs, outputs); ``plan_arena`` gives every storage
+a fixed offset in one arena, sharing bytes between storages whose lifetimes do not overlap;
+``emit_c`` writes the tables the runtime's interpreter walks (``wasmforge_plan.h``).
+Nothing is allocated while the model runs. Dynamic shapes are refused.
+
+Outputs: ``executor.c``, ``weights.bin`` (every constant, 64-byte aligned), ``weights.S``
+(``.incbin`` of weights.bin, so 100 MB of weights never go through the C parser) and
+``plan.json`` (the plan, human-readable, for tests and reports).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from wasmforge.errors import StageError
+from wasmforge.store import files
+
+STAGE = "executor"
+CODE = (__file__,)   # what the stage runs: part of its key
+ALIGN = 64
+
+# DLDataTypeCode: 0 int, 1 uint, 2 float, 4 bfloat
+DL_DTYPES = {"float32": (2, 32), "float16": (2, 16), "float64": (2, 64), "bfloat16": (4, 16),
+           "int8": (0, 8), "int16": (0, 16), "int32": (0, 32), "int64": (0, 64),
+           "uint8": (1, 8), "uint16": (1, 16), "uint32": (1, 32), "uint64": (1, 64),
+           "bool": (1, 1)}
+
+
+def dtype_bytes(dtype: str) -> int:
+    code_bits = DL_DTYPES.get(dtype)
+    if code_bits is None:
+        raise ValueError(f"unsupported dtype {dtype}")
+    return max(1, code_bits[1] // 8)
+
+
+def nbytes(shape, dtype: str) -> int:
+    n = dtype_bytes(dtype)
+    for d in shape:
+        n *= d
+    return n
+
+
+def align(n: int, a: int = ALIGN) -> int:
+    return (n + a - 1) // a * a
+
+
+# ---------------------------------------------------------------- the program
+
+@dataclass
+class Tensor:
+    shape: tuple[int, ...]
+    dtype: str
+    region: str            # "storage" | "const" | "input"
+    ref: int               # storage id, constant id or input number
+    offset: int = 0        # byte offset inside the storage
+
+
+@dataclass
+class Call:
+    kernel: str
+    args: list[tuple[str, object]]   # ("tensor", tid) | ("int", v) | ("float", v)
+
+
+@dataclass
+class Program:
+    """The lowered ``main`` as data: what the planner and the C emitter need."""
+    storages: list[int] = field(default_factory=list)          # bytes of each storage
+    tensors: list[Tensor] = field(default_factory=list)
+    consts: list[object] = field(default_factory=list)         # numpy arrays
+    calls: list[Call] = field(default_factory=list)
+    inputs: list[tuple[str, int]] = field(default_factory=list)   # (name, tensor id)
+    outputs: list[int] = field(default_factory=list)              # tensor ids
+
+    def tensor(self, t: Tensor) -> int:
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+
+def storage_intervals(prog: Program) -> dict[int, tuple[int, int]]:
+    """[first, last] call index during which each storage holds a live tensor; outputs
+    stay live to the end (they are copied out after the last call)."""
+    iv: dict[int, tuple[int, int]] = {}
+
+    def touch(tid: int, at: int):
+        t = prog.tensors[tid]
+        if t.region != "storage":
+            return
+        lo, hi = iv.get(t.ref, (at, at))
+        iv[t.ref] = (min(lo, at), max(hi, at))
+
+    for i, c in enumerate(prog.calls):
+        for kind, v in c.args:
+            if kind == "tensor":
+                touch(v, i)
+    for tid in prog.outputs:
+        touch(tid, len(prog.calls))
+    return iv
+
+
+def plan_arena(prog: Program) -> tuple[dict[int, int], int]:
+    """Place every live storage in one arena: largest first, at the lowest 64-byte aligned
+    offset that overlaps no storage with an intersecting lifetime. Returns
+    ({storage: offset}, arena bytes)."""
+    iv = storage_intervals(prog)
+    placed: list[tuple[int, int, int, int]] = []   # (offset, end, lo, hi)
+    offsets: dict[int, int] = {}
+    for sid in sorted(iv, key=lambda s: (-prog.storages[s], s)):
+        lo, hi = iv[sid]
+        size = align(prog.storages[sid])
+        busy = sorted((o, e) for o, e, l2, h2 in placed if not (h2 < lo or hi < l2))
+        off = 0
+        for o, e in busy:
+            if off + size <= o:
+                break
+            off = max(off, align(e))
+        offsets[sid] = off
+        placed.append((off, off + size, lo, hi))
+    return offsets, max((e for _, e, _, _ in placed), default=0)
+
+
+def check_plan(prog: Program, offsets: dict[int, int]) -> None:
+    """Raise if two storages alive at the same time share a byte, or a tensor overruns its
+    storage. The planner's own guard; tests use it on hand-made programs."""
+    iv = storage_intervals(prog)
+    items = sorted(iv)
+    for i, a in enumerate(items):
+        for b in items[i + 1:]:
+            (la, ha), (lb, hb) = iv[a], iv[b]
+            if ha < lb or hb < la:
+                continue
+            oa, ob = offsets[a], offsets[b]
+            if oa < ob + prog.storages[b] and ob < oa + prog.storages[a]:
+                raise AssertionError(f"storages {a} and {b} are alive together and overlap")
+    for tid, t in enumerate(prog.tensors):
+        if t.region == "storage" and t.offset + nbytes(t.shape, t.dtype) > prog.storages[t.ref]:
+            raise AssertionError(f"tensor {tid} overruns storage {t.ref}")
+
+
+# ---------------------------------------------------------------- from Relax
+
+def _static(shape_expr, what: str, path: str) -> tuple[int, ...]:
+    vals = getattr(shape_expr, "values", None)
+    if vals is None:
+        raise StageError(STAGE, path, f"{what}: shape is not known at compile time "
+                                      "(dynamic shapes are not supported)")
+    out = []
+    for v in vals:
+        if not hasattr(v, "value") or not isinstance(v.value, int):
+            raise StageError(STAGE, path, f"{what}: dimension {v} is symbolic "
+                                          "(dynamic shapes are not supported)")
+        out.append(int(v.value))
+    return tuple(out)
+
+
+def _op_name(op) -> str:
+    for attr in ("global_symbol", "name_hint", "name"):
+        if hasattr(op, attr):
+            return str(getattr(op, attr))
+    return type(op).__name__
+
+
+_IGNORED = {"relax.null_value", "relax.vm.kill_object", "vm.builtin.check_tensor_info",
+            "vm.builtin.match_shape", "vm.builtin.check_shape_info", "vm.builtin.check_prim_value_info",
+            "vm.builtin.check_tuple_info"}
+
+
+def extract(mod, path: str) -> Program:
+    """Walk the lowered ``main`` of ``mod`` into a Program."""
+    import numpy as np
+    import tvm
+    from tvm import relax, tirx
+
+    main = mod["main"]
+    prog = Program()
+    env: dict = {}          # Var -> ("tensor", tid) | ("storage", sid) | ("tuple", [..]) | None
+    consts: dict = {}       # GenericConst -> tensor id
+
+    def const_tensor(c) -> int:
+        if c not in consts:
+            arr = c.value.numpy()
+            if str(arr.dtype) not in DL_DTYPES:
+                raise StageError(STAGE, path, f"constant of unsupported dtype {arr.dtype}")
+            prog.consts.append(np.ascontiguousarray(arr))
+            consts[c] = prog.tensor(Tensor(tuple(arr.shape), str(arr.dtype), "const", len(prog.consts) - 1))
+        return consts[c]
+
+    def value_of(x):
+        if isinstance(x, tvm.ir.expr.Var):
+            if x not in env:
+                raise StageError(STAGE, path, f"lowered main uses {x.name} before defining it")
+            return env[x]
+        if isinstance(x, tvm.ir.expr.GenericConst) and hasattr(x.value, "numpy"):
+            return ("tensor", const_tensor(x))
+        if isinstance(x, tvm.ir.expr.Tuple):
+            return ("tuple", [value_of(f) for f in x.fields])
+        if isinstance(x, tvm.ir.expr.TupleGetItem):
+            tup = value_of(x.tuple_value)
+            return tup[1][x.index]
+        if isinstance(x, (tirx.IntImm,)) or type(x).__name__ == "IntImm":
+            return ("int", int(x.value))
+        if type(x).__name__ == "FloatImm":
+            return ("float", float(x.value))
+        if hasattr(x, "value") and type(x).__name__ == "PrimValue":
+            return value_of(x.value)
+        raise StageError(STAGE, path, f"unsupported argument in lowered main: {type(x).__name__} {x}")
+
+    for i, p in enumerate(main.params):
+        ty = p.ty
+        shape = _static(getattr(ty, "shape", None), f"input {p.name}", path)
+        env[p] = ("tensor", prog.tensor(Tensor(shape, str(ty.dtype), "input", i)))
+        prog.inputs.append((p.name, env[p][1]))
+
+    body = main.body
+    for block in body.blocks:
+        for b in block.bindings:
+            v = b.value
+            if not isinstance(v, relax.Call):
+                env[b.var] = value_of(v)     # aliases, tuples, constants
+                continue
+            name = _op_name(v.op)
+            if name in _IGNORED:
+                env[b.var] = None
+            elif name == "relax.vm.alloc_storage":
+                size = _static(v.args[0], f"storage {b.var.name}", path)
+                prog.storages.append(size[0])
+                env[b.var] = ("storage", len(prog.storages) - 1)
+            elif name == "relax.vm.alloc_tensor":
+                storage = value_of(v.args[0])
+                shape = _static(v.args[2], f"tensor {b.var.name}", path)
+                dtype = str(v.args[3].value)
+                env[b.var] = ("tensor", prog.tensor(Tensor(shape, dtype, "storage", storage[1],
+                                                           int(v.args[1].value))))
+            elif name == "vm.builtin.reshape":
+                src = prog.tensors[value_of(v.args[0])[1]]
+                shape = _static(v.args[1], f"reshape {b.var.name}", path)
+                env[b.var] = ("tensor", prog.tensor(Tensor(shape, src.dtype, src.region, src.ref, src.offset)))
+            elif isinstance(v.op, tvm.ir.GlobalVar):
+                fn = mod[v.op]
+                if not isinstance(fn, tirx.PrimFunc):
+                    raise StageError(STAGE, path, f"call of a non-kernel function {name}")
+                args = []
+                for a in v.args:
+                    kind, val = value_of(a)
+                    if kind not in ("tensor", "int", "float"):
+                        raise StageError(STAGE, path, f"kernel {name}: unsupported argument kind {kind}")
+                    args.append((kind, val))
+                prog.calls.append(Call(name, args))
+                env[b.var] = None
+            else:
+                raise StageError(STAGE, path, f"unsupported operation in lowered main: {name} "
+                                              "(not a static-shape model the executor can plan)")
+    ret = value_of(body.body)
+    rets = ret[1] if ret[0] == "tuple" else [ret]
+    for r in rets:
+        if r is None or r[0] != "tensor":
+            raise StageError(STAGE, path, f"main returns a non-tensor value {r}")
+        prog.outputs.append(r[1])
+    return prog
+
+
+# ---------------------------------------------------------------- to C
+
+def layout_weights(prog: Program) -> tuple[list[int], int]:
+    offs, off = [], 0
+    for arr in prog.consts:
+        offs.append(off)
+        off = align(off + arr.nbytes)
+    return offs, off
+
+
+def write_weights(prog: Program, offs: list[int], total: int, path: str) -> None:
+    with files.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            for arr, off in zip(prog.consts, offs):
+                f.seek(off)
+                f.write(arr.tobytes())
+            f.truncate(total)
+
+
+def _c_str(s: str) -> str:
+    return json.dumps(s)  # a JSON string literal is a valid C string literal for our names
+
+
+def emit_c(prog: Program, arena_offsets: dict[int, int], arena_bytes: int,
+           weight_offsets: list[int], weights_bytes: int, io: dict) -> str:
+    kernels = sorted({c.kernel for c in prog.calls})
+    kidx = {k: i for i, k in enumerate(kernels)}
+    region = {"storage": "WF_REGION_ARENA", "const": "WF_REGION_WEIGHTS", "input": "WF_REGION_INPUT"}
+    shapes: list[int] = []
+    trows = []
+    for t in prog.tensors:
+        if t.region == "storage":
+            off, index = arena_offsets.get(t.ref, 0) + t.offset, 0
+        elif t.region == "const":
+            off, index = weight_offsets[t.ref], 0
+        else:
+            off, index = 0, t.ref
+        code, bits = DL_DTYPES[t.dtype]
+        trows.append(f"  {{{region[t.region]}, {index}u, {off}u, {len(t.shape)}, "
+                     f"{{{code}, {bits}, 1}}, {len(shapes)}u}},")
+        shapes.extend(t.shape or ())
+    arows, crows = [], []
+    for c in prog.calls:
+        crows.append(f"  {{{kidx[c.kernel]}u, {len(arows)}u, {len(c.args)}u}},")
+        for kind, v in c.args:
+            if kind == "tensor":
+                arows.append(f"  {{WF_ARG_TENSOR, {v}u, 0, 0.0}},")
+            elif kind == "int":
+                arows.append(f"  {{WF_ARG_INT, 0u, {int(v)}LL, 0.0}},")
+            else:
+                arows.append(f"  {{WF_ARG_FLOAT, 0u, 0, {float(v)!r}}},")
+    lines = ["/* Generated by wasmforge's executor stage. Do not edit. */",
+             '#include "wasmforge_plan.h"', "",
+             "extern const uint8_t wasmforge_weights[];",
+             "/* Defined in the kernel object. Naming it here makes a linker that pulls this",
+             "   executor out of lib<model>.a pull the kernels too: nothing else names them,",
+             "   since the executor finds kernels by name in the system-lib registry. */",
+             "extern void* __tvm_ffi__library_ctx;",
+             "__attribute__((used)) static void* const* const wf_keep_kernels = &__tvm_ffi__library_ctx;", "",
+             f"static uint8_t arena[{max(arena_bytes, 1)}] __attribute__((aligned({ALIGN})));"]
+    io_rows = {"inputs": [], "outputs": []}
+    for kind, tids in (("inputs", [tid for _, tid in prog.inputs]), ("outputs", prog.outputs)):
+        for i, tid in enumerate(tids):
+            t = prog.tensors[tid]
+            n = nbytes(t.shape, t.dtype)
+            buf = f"{kind[:-1]}{i}"
+            lines.append(f"static uint8_t {buf}[{max(align(n), ALIGN)}] __attribute__((aligned({ALIGN})));")
+            io_rows[kind].append(f"  {{{_c_str(io[kind][i]['name'])}, {buf}, {n}u, {tid}u}},")
+    lines += ["", f"static const char* const kernel_names[{max(len(kernels), 1)}] = {{"]
+    lines += [f"  {_c_str(k)}," for k in kernels] or ["  0,"]
+    lines += ["};", f"static void* kernel_ptrs[{max(len(kernels), 1)}];",
+              f"static const int64_t shapes[{max(len(shapes), 1)}] = {{"]
+    lines += ["  " + ", ".join(f"{s}LL" for s in shapes[i:i + 16]) + "," for i in range(0, len(shapes), 16)] or ["  0,"]
+    lines += ["};", f"static const wf_tensor tensors[{max(len(trows), 1)}] = {{"] + (trows or ["  {0},"])
+    lines += ["};", f"static DLTensor dltensors[{max(len(trows), 1)}];",
+              f"static const wf_arg args[{max(len(arows), 1)}] = {{"] + (arows or ["  {0},"])
+    lines += ["};", f"static const wf_call calls[{max(len(crows), 1)}] = {{"] + (crows or ["  {0},"])
+    lines += ["};", f"static const wf_io inputs[{len(io_rows['inputs'])}] = {{"] + io_rows["inputs"]
+    lines += ["};", f"static const wf_io outputs[{len(io_rows['outputs'])}] = {{"] + io_rows["outputs"]
+    max_args = max((len(c.args) for c in prog.calls), default=0)
+    lines += ["};", "", "const wf_plan wasmforge_plan = {",
+              f"  {len(kernels)}u, kernel_names, kernel_ptrs,",
+              f"  {len(prog.tensors)}u, tensors, dltensors, shapes,",
+              f"  {len(arows)}u, args, {len(crows)}u, calls, {max_args}u,",
+              f"  {len(prog.inputs)}u, inputs, {len(prog.outputs)}u, outputs,",
+              f"  arena, {arena_bytes}u, wasmforge_weights, {weights_bytes}u,", "};", ""]
+    return "\n".join(lines)
+
+
+def emit_asm(weights_bin_name: str, weights_bytes: int) -> str:
+    return "\n".join([
+        "/* Generated by wasmforge's executor stage: the weights as one data segment. */",
+        '\t.section\t.rodata.wasmforge_weights,"",@',
+        "\t.globl\twasmforge_weights",
+        "\t.type\twasmforge_weights,@object",
+        f"\t.p2align\t{ALIGN.bit_length() - 1}",
+        "wasmforge_weights:",
+        f'\t.incbin\t"{weights_bin_name}"',
+        # one byte of padding so an empty weight blob still defines the symbol
+        "\t.byte\t0",
+        f"\t.size\twasmforge_weights, {weights_bytes + 1}", ""])
+
+
+# ---------------------------------------------------------------- the stage
+
+def check_io(prog: Program, io: dict, path: str) -> None:
+    """The plan's inputs and outputs must be the model's, in order, with the same shapes."""
+    for kind, tids in (("inputs", [t for _, t in prog.inputs]), ("outputs", prog.outputs)):
+        declared = io[kind]
+        if len(declared) != len(tids):
+            raise StageError(STAGE, path, f"main has {len(tids)} {kind}, the model {len(declared)}")
+        for d, tid in zip(declared, tids):
+            t = prog.tensors[tid]
+            if list(t.shape) != list(d["shape"]) or t.dtype != d["dtype"]:
+                raise StageError(STAGE, path, f"{kind[:-1]} {d['name']!r}: plan has {t.shape} {t.dtype}, "
+                                              f"the model {d['shape']} {d['dtype']}")
+
+
+def run(lowered_json: str, io_json: str, out_dir: str) -> dict:
+    import tvm
+
+    with open(lowered_json) as f:
+        mod = tvm.ir.load_json(f.read())
+    io = files.read_json(io_json)
+    prog = extract(mod, lowered_json)
+    check_io(prog, io, lowered_json)
+    offsets, arena_bytes = plan_arena(prog)
+    check_plan(prog, offsets)
+    woffs, wbytes = layout_weights(prog)
+    write_weights(prog, woffs, wbytes, os.path.join(out_dir, "weights.bin"))
+    files.write_bytes(os.path.join(out_dir, "weights.S"), emit_asm("weights.bin", wbytes).encode())
+    files.write_bytes(os.path.join(out_dir, "executor.c"),
+                      emit_c(prog, offsets, arena_bytes, woffs, wbytes, io).encode())
+    naive = sum(align(prog.storages[s]) for s in storage_intervals(prog))
+    plan = {"calls": [{"kernel": c.kernel, "args": c.args} for c in prog.calls],
+            "kernels": sorted({c.kernel for c in prog.calls}),
+            "arena_bytes": arena_bytes, "arena_bytes_without_sharing": naive,
+            "weights_bytes": wbytes, "constants": len(prog.consts),
+            "storages": len(prog.storages), "tensors": len(prog.tensors)}
+    files.write_json(os.path.join(out_dir, "plan.json"), plan)
+    return {k: v for k, v in plan.items() if k not in ("calls", "kernels")}

@@ -1,0 +1,80 @@
+"""Stage 6, opt: ``wasm-opt`` over the linked module, with exactly the features it uses.
+
+The features come from the module's own ``target_features`` section (written by wasm-ld),
+mapped to binaryen's ``--enable-*`` flags; a feature binaryen cannot name is an error rather
+than a silently broken module. The metadata section gains an ``opt`` entry.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+
+from wasmforge.engines import wasmbin
+from wasmforge.errors import StageError
+from wasmforge.store import digests, files
+
+STAGE = "opt"
+CODE = (__file__, wasmbin.__file__)   # what the stage runs: part of its key
+
+# LLVM feature name -> binaryen flag (None: implied by another flag, nothing to enable)
+FEATURE_FLAGS = {
+    "simd128": "--enable-simd",
+    "relaxed-simd": "--enable-relaxed-simd",
+    "bulk-memory": "--enable-bulk-memory",
+    "bulk-memory-opt": None,            # a subset of bulk-memory (LLVM 20+)
+    "call-indirect-overlong": None,     # encoding detail of reference-types (LLVM 20+)
+    "nontrapping-fptoint": "--enable-nontrapping-float-to-int",
+    "sign-ext": "--enable-sign-ext",
+    "mutable-globals": "--enable-mutable-globals",
+    "multivalue": "--enable-multivalue",
+    "reference-types": "--enable-reference-types",
+    "atomics": "--enable-threads",
+    "exception-handling": "--enable-exception-handling",
+    "tail-call": "--enable-tail-call",
+    "extended-const": "--enable-extended-const",
+}
+
+
+@dataclass(frozen=True)
+class OptParams:
+    level: str = "-O3"
+    extra: tuple[str, ...] = ()
+
+
+def feature_flags(features: list[str], path: str) -> list[str]:
+    unknown = sorted(f for f in features if f not in FEATURE_FLAGS)
+    if unknown:
+        raise StageError(STAGE, path, f"the module uses wasm features wasm-opt cannot be told about: {unknown}")
+    return sorted({FEATURE_FLAGS[f] for f in features if FEATURE_FLAGS[f]})
+
+
+def relaxed_simd_hint(flags: list[str], stderr: str, version: str) -> str:
+    """Binaryen 108 (Debian 12's) predates relaxed SIMD's final opcodes: it fails to parse
+    the ``f32x4.relaxed_madd`` LLVM emits for ``+relaxed-simd``. Say so, and what to do."""
+    if "--enable-relaxed-simd" not in flags or "SIMD prefix" not in stderr:
+        return ""
+    return (f"\n  {version} cannot read relaxed SIMD's final encoding: install a newer binaryen "
+            "(WASMFORGE_WASM_OPT=/path/to/wasm-opt), or declare the model without '+relaxed-simd' in mattr "
+            "(it measured no faster on ResNet-50 here: BENCHMARKS.md)")
+
+
+def run(linked: str, p: OptParams, wasm_opt, out: str) -> dict:
+    with open(linked, "rb") as f:
+        data = f.read()
+    meta = wasmbin.metadata(data)
+    flags = feature_flags(wasmbin.target_features(data), linked)
+    with files.atomic_path(out) as tmp:
+        argv = [wasm_opt.path, p.level, *flags, *p.extra, linked, "-o", tmp]
+        res = subprocess.run(argv, capture_output=True, text=True)
+        if res.returncode != 0:
+            tail = "\n".join(res.stderr.strip().splitlines()[-15:])
+            raise StageError(STAGE, linked, f"wasm-opt failed (exit {res.returncode}):\n  $ {' '.join(argv)}\n{tail}"
+                             + relaxed_simd_hint(flags, res.stderr, wasm_opt.version))
+        with open(tmp, "rb") as f:
+            opt = wasmbin.without_custom_section(f.read(), wasmbin.METADATA_SECTION)
+        meta["opt"] = {"level": p.level, "flags": flags + list(p.extra), "wasm_opt": wasm_opt.version}
+        opt = wasmbin.add_custom_section(opt, wasmbin.METADATA_SECTION, digests.canonical(meta))
+        with open(tmp, "wb") as f:
+            f.write(opt)
+    return {"bytes_before": len(data), "bytes_after": os.path.getsize(out), "flags": flags}

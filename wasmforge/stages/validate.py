@@ -1,0 +1,128 @@
+"""Stage 7, validate: the optimized module against onnxruntime on the original ONNX.
+
+Loads the module in wasmtime, asserts it imports nothing but WASI, runs it on the model's
+seeded inputs (N(0, 1) float inputs from each seed) and compares every output with
+onnxruntime's: max absolute error, max error relative to the output's magnitude, and for
+class-score outputs top-1 and top-5 agreement. Writes ``report.json``; only a passing module
+is published at ``build/<model>/<model>.wasm`` (a failing run removes a stale one).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from wasmforge.dsl import Tolerance
+from wasmforge.engines import wasmbin
+from wasmforge.errors import StageError
+from wasmforge.store import digests, files
+
+STAGE = "validate"
+# what the stage runs: part of its key (host imports wasmtime, so it is imported late)
+CODE = (__file__, wasmbin.__file__, os.path.join(os.path.dirname(wasmbin.__file__), "host.py"))
+
+
+def seeded_inputs(decls: list[dict], seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for d in decls:
+        dt = np.dtype(d["dtype"])
+        if dt.kind == "f":
+            out[d["name"]] = rng.standard_normal(d["shape"]).astype(dt)
+        elif dt.kind in "iu":
+            out[d["name"]] = rng.integers(0, 10, d["shape"]).astype(dt)
+        else:
+            out[d["name"]] = rng.integers(0, 2, d["shape"]).astype(dt)
+    return out
+
+
+def compare(got: np.ndarray, ref: np.ndarray, tol: Tolerance) -> dict:
+    g, r = got.astype(np.float64), ref.astype(np.float64)
+    diff = np.abs(g - r)
+    scale = float(np.abs(r).max()) if r.size else 0.0
+    res = {"max_abs_error": float(diff.max()) if diff.size else 0.0,
+           "max_rel_error": float(diff.max() / scale) if diff.size and scale > 0 else 0.0,
+           "allowed_abs_error": tol.atol + tol.rtol * scale,
+           "finite": bool(np.isfinite(g).all())}
+    ok = res["finite"] and res["max_abs_error"] <= res["allowed_abs_error"]
+    flat_g, flat_r = g.reshape(g.shape[0], -1) if g.ndim else g.reshape(1, 1), r.reshape(r.shape[0], -1) if r.ndim else r.reshape(1, 1)
+    if g.ndim >= 2 and flat_r.shape[1] >= 5:   # class scores: compare rankings
+        top5_g = np.argsort(-flat_g, axis=1, kind="stable")[:, :5]
+        top5_r = np.argsort(-flat_r, axis=1, kind="stable")[:, :5]
+        res["top1_equal"] = bool((top5_g[:, 0] == top5_r[:, 0]).all())
+        res["top5_overlap"] = int(min(len(set(a) & set(b)) for a, b in zip(top5_g, top5_r)))
+        res["top1"] = [int(t) for t in top5_r[:, 0]]
+        res["top5"] = [[int(x) for x in t] for t in top5_r]
+        ok = ok and res["top1_equal"] and res["top5_overlap"] >= tol.min_top5
+    res["passed"] = bool(ok)
+    return res
+
+
+def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str, str],
+        sizes: dict, published: str, report_path: str, threads: int = 1, same_as: str | None = None) -> dict:
+    """``threads`` > 1: the threads variant, run with that many threads. ``same_as``: a module
+    whose outputs this one must equal bit for bit (the threads variant runs the same kernels
+    as the portable module, and splitting a parallel loop must not change a single bit)."""
+    import onnxruntime as ort
+
+    from wasmforge.engines.host import WasmModel
+
+    t0 = time.perf_counter()
+    # until this run passes, nothing at the published path may look like a finished module
+    if os.path.exists(published):
+        os.unlink(published)
+    with open(wasm, "rb") as f:
+        data = f.read()
+    imports = wasmbin.imports(data)
+    non_wasi = [f"{i['module']}.{i['name']}" for i in imports if not wasmbin.allowed_import(i, threads > 1)]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    reference = WasmModel(same_as) if same_as else None
+    model = WasmModel(wasm, threads=threads)
+    results = []
+    try:
+        for seed in seeds:
+            feeds = seeded_inputs(model.inputs, seed)
+            t = time.perf_counter()
+            got = model.run(feeds)
+            wasm_ms = (time.perf_counter() - t) * 1e3
+            ref = sess.run([o["name"] for o in model.outputs], feeds)
+            per_out = {o["name"]: compare(g, r, tol) for o, g, r in zip(model.outputs, got, ref)}
+            if reference is not None:
+                for o, g, want in zip(model.outputs, got, reference.run(feeds)):
+                    same = bool(np.array_equal(g, want, equal_nan=True))
+                    per_out[o["name"]]["identical_to_" + os.path.basename(same_as)] = same
+                    per_out[o["name"]]["passed"] = per_out[o["name"]]["passed"] and same
+            results.append({"seed": seed, "wasm_ms": round(wasm_ms, 2), "outputs": per_out,
+                            "passed": all(v["passed"] for v in per_out.values())})
+    finally:   # a threads model's workers stop here, also when a run fails
+        model.close()
+    passed = not non_wasi and all(r["passed"] for r in results)
+    times = {}
+    for stage, path in stage_files.items():
+        if os.path.isfile(path):
+            times[stage] = files.read_json(path).get("seconds")
+    times["validate"] = round(time.perf_counter() - t0, 3)
+    report = {"model": model.metadata.get("model"), "passed": passed, "threads": threads,
+              "tolerance": {**asdict(tol), "rule": "|wasm - ort| <= atol + rtol * max|ort| per output; "
+                                                   "top-1 identical; top-5 overlap >= min_top5"},
+              "inputs": results, "imports": [f"{i['module']}.{i['name']}" for i in imports],
+              "non_wasi_imports": non_wasi, "stage_seconds": times, "sizes": sizes,
+              "module": os.path.relpath(published) if passed else None,
+              "module_sha256": digests.file_sha256(wasm), "metadata": model.metadata}
+    if passed:
+        files.place(wasm, published)   # one file with the optimized module where possible
+    files.write_json(report_path, report)
+    if not passed:
+        worst = [f"seed {r['seed']}: " + ", ".join(f"{k}: max_abs_error {v['max_abs_error']:.3g} "
+                                                    f"(allowed {v['allowed_abs_error']:.3g}), top1_equal "
+                                                    f"{v.get('top1_equal')}, top5_overlap {v.get('top5_overlap')}"
+                                                    + "".join(f", {f} {x}" for f, x in v.items() if f.startswith("identical_to_"))
+                                                    for k, v in r["outputs"].items())
+                 for r in results if not r["passed"]]
+        why = f"non-WASI imports {non_wasi}" if non_wasi else "; ".join(worst)
+        raise StageError(STAGE, wasm, f"validation failed ({why}); see {report_path}")
+    return report
