@@ -2,6 +2,7 @@
 temporary build folder (WASMFORGE_BUILD) with extra declarations (WASMFORGE_MODELS)."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -119,6 +120,11 @@ def tiny_build(tmp_path_factory):
     d.declare("tiny.toml", 'name = "tiny"\nonnx = "tiny.onnx"\n')
     d("build:tiny")
     return d
+
+
+def sha(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def ran(res) -> list[str]:

@@ -281,3 +281,27 @@ def default_candidate(mod):
         if None not in key:
             ranked.append((key, c))
     return (min(ranked, key=lambda kc: kc[0])[1], sched) if ranked else None
+
+
+def apply_default_schedules(mod):
+    """Each convolution kernel that no tuning record scheduled gets one grid schedule, picked
+    by rule (``default_candidate``): a model nobody has tuned still runs
+    register-tiled, parallel convolutions. Returns the module and the kernels' names."""
+    import tvm
+    from tvm.s_tir import ScheduleError
+
+    done = {}
+    for gv, f in mod.functions_items():
+        if not isinstance(f, tvm.tirx.PrimFunc) or (f.attrs is not None and f.attrs.get("tirx.is_scheduled", False)):
+            continue
+        kernel = tvm.IRModule({"main": f})
+        if (picked := default_candidate(kernel)) is None:
+            continue
+        cand, schedule = picked
+        try:
+            done[gv] = schedule(kernel, cand).mod["main"].with_attr("tirx.is_scheduled", True)
+        except ScheduleError:     # (an epilogue this schedule cannot fuse: left as it is)
+            continue
+    for gv, f in done.items():
+        mod[gv] = f
+    return mod, sorted(gv.name_hint for gv in done)

@@ -70,6 +70,43 @@ def shared_memory(engine, limits):
     return _SharedMemory(engine, wasmtime.MemoryType(limits, shared=True))
 
 
+def module_shared_memory(engine, module):
+    """For a module importing a shared ``env.memory`` (the threads variant): that memory,
+    made with the limits it imports; None for a module with its own memory."""
+    import wasmtime
+
+    for imp in module.imports:
+        if (imp.module, imp.name) == ("env", "memory") and isinstance(imp.type, wasmtime.MemoryType):
+            return shared_memory(engine, imp.type.limits)
+    return None
+
+
+def instantiate(engine, module, shared=None, inherit_output: bool = True):
+    """One instance of ``module`` with WASI (and ``shared`` as its ``env.memory``); returns
+    (store, instance). ``inherit_output``: the module's stdout and stderr are this process's."""
+    import wasmtime
+
+    store = wasmtime.Store(engine)
+    wasi = wasmtime.WasiConfig()
+    if inherit_output:
+        wasi.inherit_stdout()
+        wasi.inherit_stderr()
+    store.set_wasi(wasi)
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    if shared is not None:
+        linker.define(store, "env", "memory", shared)
+    return store, linker.instantiate(store, module)
+
+
+def memory_base(store, memory, shared=None) -> int:
+    """The host address of linear memory byte 0: the shared memory's (it never moves), else
+    the instance's exported ``memory`` (read anew: it moves when the memory grows)."""
+    if shared is not None:
+        return ctypes.addressof(shared.data_ptr().contents)
+    return ctypes.addressof(memory.data_ptr(store).contents)
+
+
 def start_workers(ex, store, n: int, instantiate, errors: list, stack=None,
                   last_error=lambda: "") -> list[threading.Thread]:
     """Start ``n`` worker threads for the threads-variant instance whose exports are ``ex``
@@ -169,11 +206,8 @@ class WasmModel:
                              f"memory); run it with threads=1, or use the <model>.threads.wasm variant")
         self.engine = engine or (threads_engine() if shared else wasmtime.Engine())
         self.module = self._compile(wasmtime, data, aot_cache, "threads" if shared else "default")
-        self._shared = None
-        if shared:
-            ty = next(i.type for i in self.module.imports if (i.module, i.name) == ("env", "memory"))
-            self._shared = shared_memory(self.engine, ty.limits)
-        self.store, self.instance = self._instantiate(wasmtime)
+        self._shared = module_shared_memory(self.engine, self.module) if shared else None
+        self.store, self.instance = instantiate(self.engine, self.module, self._shared)
         ex = self.instance.exports(self.store)
         self._memory = None if shared else ex["memory"]
         self._fn = {name: ex[name] for name in (
@@ -185,21 +219,10 @@ class WasmModel:
         if threads > 1:
             self._start_workers(wasmtime, ex, threads - 1)
 
-    def _instantiate(self, wasmtime):
-        store = wasmtime.Store(self.engine)
-        wasi = wasmtime.WasiConfig()
-        wasi.inherit_stdout()
-        wasi.inherit_stderr()
-        store.set_wasi(wasi)
-        linker = wasmtime.Linker(self.engine)
-        linker.define_wasi()
-        if self._shared is not None:
-            linker.define(store, "env", "memory", self._shared)
-        return store, linker.instantiate(store, self.module)
-
     def _start_workers(self, wasmtime, ex, n: int) -> None:
         try:
-            self._workers = start_workers(ex, self.store, n, lambda: self._instantiate(wasmtime), self._worker_errors,
+            self._workers = start_workers(ex, self.store, n, lambda: instantiate(self.engine, self.module, self._shared),
+                                          self._worker_errors,
                                           stack=lambda wid: self._worker_stack(ex, wid), last_error=self.last_error)
         except ModelRuntimeError as e:
             raise ModelRuntimeError(f"{self.path}: {e}") from None
@@ -267,9 +290,7 @@ class WasmModel:
         return ptr, size
 
     def _base(self) -> int:
-        if self._shared is not None:   # a shared memory never moves
-            return ctypes.addressof(self._shared.data_ptr().contents)
-        return ctypes.addressof(self._memory.data_ptr(self.store).contents)
+        return memory_base(self.store, self._memory, self._shared)
 
     def _check(self, arrays) -> list[np.ndarray]:
         if isinstance(arrays, np.ndarray):

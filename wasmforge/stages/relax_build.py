@@ -5,7 +5,8 @@ phases, with two of ours: convolutions take a blocked NCHW[b]c layout, or Winogr
 with weights re-laid or transformed at build time (``conv_lowering.py``; a model's
 declaration can turn either off), and when the model has a tuning log (a MetaSchedule
 database directory), its schedules are applied right after fusion. A convolution without a
-record takes one of ``microkernel``'s grid schedules, picked by rule (``default_schedules``);
+record takes one of ``microkernel``'s grid schedules, picked by rule
+(``microkernel.apply_default_schedules``);
 other kernels without records keep TVM's default, unscheduled loops. The names of every pass
 are part of the stage key.
 
@@ -225,32 +226,6 @@ def load_tuning_log(logs: list[str], tgt, fused_mod, first: list[str] = ()) -> t
     return mem, info
 
 
-def default_schedules(mod):
-    """Each convolution kernel that no tuning record scheduled gets one grid schedule, picked
-    by rule (``microkernel.default_candidate``): a model nobody has tuned still runs
-    register-tiled, parallel convolutions. Returns the module and the kernels' names."""
-    import tvm
-    from tvm.s_tir import ScheduleError
-
-    from wasmforge.compiler import microkernel
-
-    done = {}
-    for gv, f in mod.functions_items():
-        if not isinstance(f, tvm.tirx.PrimFunc) or (f.attrs is not None and f.attrs.get("tirx.is_scheduled", False)):
-            continue
-        kernel = tvm.IRModule({"main": f})
-        if (picked := microkernel.default_candidate(kernel)) is None:
-            continue
-        cand, schedule = picked
-        try:
-            done[gv] = schedule(kernel, cand).mod["main"].with_attr("tirx.is_scheduled", True)
-        except ScheduleError:     # (an epilogue this schedule cannot fuse: left as it is)
-            continue
-    for gv, f in done.items():
-        mod[gv] = f
-    return mod, sorted(gv.name_hint for gv in done)
-
-
 def run(module_json: str, log_dir: str, p: BuildParams, out: str, threads_log_dir: str = "") -> dict:
     """``threads_log_dir``: the threads variant's build (stage ``relax_build_threads``): that
     log's schedules win over ``log_dir``'s, and ``out`` holds only the kernels (the Relax
@@ -270,7 +245,9 @@ def run(module_json: str, log_dir: str, p: BuildParams, out: str, threads_log_di
                 db, tuning = load_tuning_log(logs, tgt, mod, first)
                 with db, tvm.transform.PassContext(opt_level=3):
                     mod = tvm.transform.Sequential(tuning_passes(tgt, True))(mod)
-            mod, defaults = default_schedules(mod)
+            from wasmforge.compiler import microkernel
+
+            mod, defaults = microkernel.apply_default_schedules(mod)
             mod = tvm.transform.Sequential(lowering_passes(tgt))(mod)
     except (tvm.error.InternalError, RuntimeError, ValueError) as e:
         raise StageError(STAGE, module_json, f"TVM failed to lower the model: {str(e).strip().splitlines()[-1]}") from None

@@ -123,27 +123,17 @@ class Measurer:
         from wasmforge.engines import host
 
         module = wasmtime.Module.from_file(self.engine, wasm_path)
-        shared = None
-        if self.threads > 1:
-            ty = next(i.type for i in module.imports if (i.module, i.name) == ("env", "memory"))
-            shared = host.shared_memory(self.engine, ty.limits)
+        shared = host.module_shared_memory(self.engine, module) if self.threads > 1 else None
 
         def instantiate():
-            store = wasmtime.Store(self.engine)
-            store.set_wasi(wasmtime.WasiConfig())
-            linker = wasmtime.Linker(self.engine)
-            linker.define_wasi()
-            if shared is not None:
-                linker.define(store, "env", "memory", shared)
-            return store, linker.instantiate(store, module)
+            return host.instantiate(self.engine, module, shared, inherit_output=False)
 
         store, inst = instantiate()
         ex = inst.exports(store)
         ex["_initialize"](store)
 
         def base() -> int:   # (a shared memory is not an export: it is the one we made)
-            mem = shared.data_ptr() if shared is not None else ex["memory"].data_ptr(store)
-            return ctypes.addressof(mem.contents)
+            return host.memory_base(store, None if shared is not None else ex["memory"], shared)
 
         def check(rc):
             if rc != 0:

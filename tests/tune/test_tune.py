@@ -6,8 +6,7 @@ import json
 import os
 from collections import Counter
 
-from conftest import make_tiny_onnx
-from test_cache import sha
+from conftest import make_tiny_onnx, sha
 
 
 def records(log_dir):

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import RESNET50_THREADS_LOG, ROOT, Doit, Nginx, copy_checkout, ran
-from test_cache import ALL, declare_tiny, sha, sources
+from conftest import RESNET50_THREADS_LOG, ROOT, Doit, Nginx, copy_checkout, ran, sha
+from test_cache import ALL, declare_tiny, sources
 
 
 def second_machine(tmp_path, first: Doit) -> Doit:

@@ -168,7 +168,7 @@ def test_blocked_and_plain_convolutions_validate_against_onnxruntime(doit, tmp_p
     assert (len(blocked), len(winograd), len(plain)) == (3, 1, 1), kernels("mixed")
     assert not any("NCHWc" in k or "winograd" in k for k in kernels("flat"))
     # no tuning log: every blocked and Winograd convolution took a default grid schedule
-    # (relax_build.default_schedules); the plain one, and the flat build's, have no grid
+    # (microkernel.apply_default_schedules); the plain one, and the flat build's, have no grid
     for name, want in (("mixed", set(blocked + winograd)), ("flat", set())):
         with open(doit.path(name, "relax_build", "stage.json")) as f:
             got = json.load(f)["result"]["default_schedules"]

@@ -1,7 +1,6 @@
 """Content-addressed caching and incremental rebuilds, on the real graph with a tiny model."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -11,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, Doit, make_tiny_onnx, ran
+from conftest import ROOT, Doit, make_tiny_onnx, ran, sha
 
 from wasmforge import dsl, graph
 from wasmforge.store import digests, local
@@ -29,10 +28,6 @@ def declare_tiny(doit, name="tiny", opt_level="-O3", seed=0):
 def sources(doit, name="tiny"):
     """stage -> how run_stage served it ("miss", "hit local", "hit remote")."""
     return {s: json.load(open(doit.path(name, s, "stage.json")))["cache"] for s in ALL}
-
-
-def sha(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
 # ------------------------------------------------------------------ keys
