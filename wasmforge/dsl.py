@@ -22,12 +22,13 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from wasmforge import ROOT
+
 try:  # Python 3.11+
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover
     import tomli as tomllib  # type: ignore
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZOO_MODELS = ("resnet50", "squeezenet", "bvlc_alexnet", "vgg19", "inception_v1",
               "densenet121", "inception_v2", "shufflenet", "zfnet512")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 
+from wasmforge import abi
 from wasmforge.errors import StageError
 from wasmforge.stages import link
 from wasmforge.stages.executor import DL_DTYPES
@@ -21,7 +22,7 @@ def _link(clang, wasm_ld, objects: list[str], out: str, threads: bool = False) -
     argv = link.link_argv(clang.path, wasm_ld.path, p, objects, out)
     argv = [a for a in argv if not a.startswith("-Wl,--export=wasmforge_")]
     argv += [f"-Wl,--export={e}" for e in ("wfb_desc", "wfb_setup", "wfb_run", "wasmforge_last_error")
-             + (link.THREADS_EXPORTS if threads else ())]
+             + (tuple(abi.THREADS_EXPORTS) if threads else ())]
     res = subprocess.run(argv, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"linking the measurement module failed: {res.stderr.strip()[-2000:]}")
