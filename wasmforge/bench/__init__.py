@@ -1,7 +1,7 @@
 """Benchmark: our module in wasmtime next to its peers, in one process run.
 
 Peers: onnxruntime native (CPU execution provider) and onnxruntime-web's wasm backend in
-Node (installed with npm into ``<build>/.ortweb`` on first use). Each system is warmed up
+Node (installed with npm into ``<build>/.ortweb-<version>`` on first use). Each system is warmed up
 once, then timed ``repeats`` times, and the systems take turns ``rounds`` times (the
 ``WASMFORGE_BENCH_ROUNDS`` variable; ``ROUNDS`` by default); each median is over all its
 rounds. Ratios are taken within this one run, never against figures from another run. A
@@ -21,7 +21,7 @@ import numpy as np
 
 from wasmforge.store import files
 
-ORT_WEB_VERSION = "1.23.0"
+ORT_WEB_VERSION = "1.31.1"   # the newest release: the peer to beat
 HERE = os.path.dirname(os.path.abspath(__file__))
 # ResNet-50 is ~4.1 G multiply-adds; one Zen 4 core does 16 FLOP/cycle with 128-bit SIMD
 WASM_SIMD_PEAK_GFLOPS = 42.0
@@ -83,18 +83,19 @@ def bench_ort(onnx_path: str, x: dict, threads: int, repeats: int) -> dict:
 
 
 def ortweb_dir(build_root: str) -> tuple[str | None, str]:
-    """Install onnxruntime-web into <build>/.ortweb once; returns (dir, reason if unavailable)."""
+    """Install onnxruntime-web into <build>/.ortweb-<version> once; returns (dir, reason if unavailable)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
         return None, "node/npm not installed"
-    d = os.path.join(build_root, ".ortweb")
+    d = os.path.join(build_root, f".ortweb-{ORT_WEB_VERSION}")
     if not os.path.isdir(os.path.join(d, "node_modules", "onnxruntime-web")):
         os.makedirs(d, exist_ok=True)
         res = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent",
                               f"onnxruntime-web@{ORT_WEB_VERSION}"], cwd=d, capture_output=True, text=True)
         if res.returncode != 0:
             return None, f"npm install onnxruntime-web failed: {res.stderr.strip().splitlines()[-1:]}"
-    shutil.copy(os.path.join(HERE, "ortweb.mjs"), os.path.join(d, "ortweb.mjs"))
+    for script in ("ortweb.mjs", "ortweb_server.mjs"):
+        shutil.copy(os.path.join(HERE, script), os.path.join(d, script))
     return d, ""
 
 

@@ -1,0 +1,106 @@
+"""A register-tiled default schedule for matrix products: dense layers (``MatMul`` with
+constant weights, ``Gemm``), batched ones (attention's ``Q K^T`` and ``P V``), with their
+element-wise epilogues (bias, GELU, residual add) fused in.
+
+The block is ``C[b..., i, j] = sum over k of A[b..., i, k] * B[b..., k, j]``, with ``j``
+contiguous in ``B`` (TVM's ``matmul`` block, whether ``B`` is a weight or a tensor). The
+tile is ``rows`` rows of ``A`` by ``cols`` columns of ``B`` (a few 4-lane vectors),
+accumulated over the whole ``k`` loop, which is not unrolled: each iteration loads one
+value of ``A`` per row and one vector row of ``B``, and does its multiply-adds on
+accumulators that stay in registers (the same reasoning as ``microkernel``'s convolution
+tiles: Cranelift keeps loads where they are, so an unrolled reduction spills). The loop
+over column tiles is outside the loop over row tiles, so the ``k x cols`` panel of ``B``
+stays in cache while every row tile uses it. The outer loops are fused into one parallel
+loop: the threads variant runs the tiles on every core. The epilogue runs on each tile
+while it is hot; a product without one accumulates in a small local buffer and then
+stores it.
+
+Pure functions: ``extents`` finds the block and its shape, ``candidate`` picks the tile by
+rule, ``schedule`` applies it (a traced ``Schedule``).
+"""
+from __future__ import annotations
+
+BLOCK = "matmul"
+# (rows, cols) register tiles, preferred first: 4 x 8 (8 accumulator vectors, 2 of B, a
+# broadcast of A: 11 of x86-64's 16 vector registers) and its neighbours for shapes it
+# does not divide; cols a multiple of 4 lanes
+TILES = ((4, 8), (2, 16), (4, 4), (2, 8), (1, 16), (2, 4), (1, 8), (1, 4))
+
+
+def extents(mod) -> dict | None:
+    """The matrix product in ``mod``: ``{"batch": [...], "rows": M, "cols": N, "depth": K}``,
+    or None when ``mod`` has no ``matmul`` block of that form (static shapes, one reduction
+    loop last, ``B`` read along ``j``)."""
+    from tvm import s_tir, tirx
+
+    sch = s_tir.Schedule(mod)
+    blocks = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    if BLOCK not in blocks:
+        return None
+    block = sch.get(sch.get_sblock(BLOCK))
+    iters = list(block.iter_vars)
+    kinds = [iv.iter_type for iv in iters]
+    if len(iters) < 3 or kinds[-1] != tirx.IterVar.CommReduce or tirx.IterVar.CommReduce in kinds[:-1]:
+        return None
+    try:
+        ext = [int(iv.dom.extent) for iv in iters]
+    except TypeError:      # a symbolic extent (a dynamic shape)
+        return None
+    loops = sch.get_loops(sch.get_sblock(BLOCK))
+    if len(loops) != len(iters):
+        return None
+    j, k = iters[-2].var, iters[-1].var
+
+    def last_two(region):
+        return [r.min for r in region.region[-2:]]
+
+    reads = [last_two(r) for r in block.reads]
+    a_ok = any(len(r) == 2 and r[1].same_as(k) for r in reads)
+    b_ok = any(len(r) == 2 and r[0].same_as(k) and r[1].same_as(j) for r in reads)
+    if not (a_ok and b_ok):
+        return None
+    return {"batch": ext[:-3], "rows": ext[-3], "cols": ext[-2], "depth": ext[-1]}
+
+
+def candidate(ext: dict) -> dict | None:
+    """The tile for a product of this shape: the first of ``TILES`` that divides it."""
+    for rows, cols in TILES:
+        if ext["rows"] % rows == 0 and ext["cols"] % cols == 0:
+            return {"rows": rows, "cols": cols}
+    return None
+
+
+def schedule(mod, cand: dict):
+    """``mod``'s matrix product tiled as ``cand`` says, its epilogue fused per tile."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(mod)
+    mm = sch.get_sblock(BLOCK)
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    after = names[names.index(BLOCK) + 1:]
+    for name in reversed(after[:-1]):      # the epilogue's chain, into its last block
+        sch.compute_inline(sch.get_sblock(name))
+    *batch, i, j, k = sch.get_loops(mm)
+    io, ii = sch.split(i, [None, cand["rows"]], preserve_unit_iters=True)
+    jo, ji = sch.split(j, [None, cand["cols"]], preserve_unit_iters=True)
+    sch.reorder(*batch, jo, io, k, ii, ji)
+    if after:
+        last = sch.get_sblock(after[-1])
+    else:                                  # accumulate in registers, then store the tile
+        last = sch.cache_write(mm, 0, "local")
+    sch.reverse_compute_at(last, io, preserve_unit_loops=True)
+    sch.parallel(sch.fuse(*batch, jo, io))
+    sch.unroll(ii)
+    sch.vectorize(ji)
+    sch.vectorize(sch.get_loops(last)[-1])
+    sch.decompose_reduction(mm, k)
+    return sch
+
+
+def default_candidate(mod):
+    """``(candidate, schedule)`` for a matrix product no tuning record covers, or None."""
+    ext = extents(mod)
+    if ext is None:
+        return None
+    cand = candidate(ext)
+    return (cand, schedule) if cand else None
