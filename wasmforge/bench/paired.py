@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 
-from wasmforge.bench import ORT_WEB_VERSION, ortweb_dir
+from wasmforge.bench import ortweb_dir
 
 
 class OrtWeb:
@@ -81,7 +81,7 @@ def paired(onnx_path: str, wasm: str, build_root: str, threads: int = 1, turns: 
     ratios.sort()
     return {"threads": threads, "turns": turns, "runs_per_turn": runs, "ratio": statistics.median(ratios),
             "ratio_spread": [ratios[0], ratios[-1]], "ours_ms": statistics.median(ours_ms),
-            "ortweb_ms": statistics.median(peer_ms), "ortweb_version": peer.info.get("version") or ORT_WEB_VERSION,
+            "ortweb_ms": statistics.median(peer_ms), "ortweb_version": peer.info.get("version"),
             "engine": "wasmtime (ours), V8 in Node (onnxruntime-web)"}
 
 
