@@ -110,3 +110,59 @@ def test_wrong_input_rejected_before_touching_the_module(tiny_module, x, msg):
         m.run(x)
     assert msg in str(e.value) and tiny_module in str(e.value)
     assert m._memory.read(m.store, ptr, ptr + size) == before
+
+
+def test_an_opset_newer_than_any_runtime_knows_is_refused_at_import(doit, tmp_path):
+    import onnx
+
+    path = make_tiny_onnx(tmp_path / "decls" / "future.onnx")
+    model = onnx.load(path)
+    model.opset_import[0].version = 99
+    onnx.save(model, path)
+    doit.declare("future.toml", 'name = "future"\nonnx = "future.onnx"\n')
+    res = doit("build:future", check=False)
+    newest = onnx.defs.onnx_opset_version()
+    assert_failed_cleanly(doit, res, "future", "future.onnx", "ONNX opset 99",
+                          f"the newest is opset {newest}", "[stage import]")
+    assert not os.path.exists(doit.path("future", "import", "stage.json"))
+
+
+def test_an_operator_of_another_domain_is_refused_at_import(doit, tmp_path):
+    import onnx
+    from onnx import helper
+
+    path = make_tiny_onnx(tmp_path / "decls" / "custom.onnx")
+    model = onnx.load(path)
+    model.graph.node[1].domain = "com.example"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    onnx.save(model, path)
+    doit.declare("custom.toml", 'name = "custom"\nonnx = "custom.onnx"\n')
+    res = doit("build:custom", check=False)
+    assert_failed_cleanly(doit, res, "custom", "custom.onnx", "'Relu' of domain 'com.example'",
+                          "[stage import]")
+
+
+def relu_onnx(path, side: int):
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+                              [helper.make_tensor_value_info("x", T.FLOAT, [1, side, side])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, side, side])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("side, problem", [
+    (100000, "input 'x' ([1, 100000, 100000] float32) is 40,000,000,000 bytes"),
+    (25000, "the model needs 7,500,000,000 bytes of memory"),     # each tensor fits, not all of them
+])
+def test_memory_beyond_wasm32_is_refused_by_the_executor(doit, tmp_path, side, problem):
+    relu_onnx(tmp_path / "decls" / "huge.onnx", side)
+    doit.declare("huge.toml", 'name = "huge"\nonnx = "huge.onnx"\n')
+    res = doit("build:huge", check=False)
+    assert_failed_cleanly(doit, res, "huge", problem, "4 GiB", "[stage executor]")
+    assert not os.path.exists(doit.path("huge", "executor", "stage.json"))
+    assert not os.path.exists(doit.path("huge", "executor", "executor.c"))

@@ -37,11 +37,34 @@ def load_onnx(path: str):
         raise StageError(STAGE, path, f"not a valid ONNX file (truncated or corrupt?): {type(e).__name__}: {e}") from None
     if not model.graph.node:
         raise StageError(STAGE, path, "not a valid ONNX file: the graph has no nodes (truncated or empty?)")
+    check_opsets(model, path)
     try:
         onnx.checker.check_model(model)
     except Exception as e:
         raise StageError(STAGE, path, f"ONNX checker rejects the model: {e}") from None
     return model
+
+
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+def check_opsets(model, path: str) -> None:
+    """Refuse what no runtime here can run: an ONNX opset newer than the onnx package knows
+    (onnxruntime, which validates the module, knows no newer one either), and operators of
+    a domain other than the standard one."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    for imp in model.opset_import:
+        if imp.domain in STANDARD_DOMAINS and imp.version > newest:
+            raise StageError(STAGE, path, f"the model imports ONNX opset {imp.version}, newer than any this "
+                                          f"toolchain supports: the newest is opset {newest} (onnx "
+                                          f"{onnx.__version__}); export the model with opset {newest} or older")
+    for node in model.graph.node:
+        if node.domain not in STANDARD_DOMAINS:
+            raise StageError(STAGE, path, f"node {node.name or node.op_type!r} is operator {node.op_type!r} of "
+                                          f"domain {node.domain!r}: only the standard ONNX operators (domain "
+                                          "ai.onnx) can be built")
 
 
 def graph_inputs(model, overrides: dict[str, tuple[int, ...]], path: str) -> list[dict]:
