@@ -115,10 +115,10 @@ def run(model_name: str, wasm: str, onnx_path: str, build_root: str, out: str, r
     over all its rounds' timings, so a slow spell of a shared machine hits every system
     instead of the one that happened to be running."""
     from wasmforge.engines.host import WasmModel
-    from wasmforge.stages.validate import seeded_inputs
+    from wasmforge.stages.validate import index_bounds, seeded_inputs
 
     inputs = WasmModel(wasm).inputs
-    x = seeded_inputs(inputs, 0)
+    x = seeded_inputs(inputs, 0, index_bounds(onnx_path))
     per_round = [_one_round(wasm, inputs, x, onnx_path, build_root, repeats, wasm_threads, startup=i == 0)
                  for i in range(max(1, rounds))]
     systems = {key: merge_rounds([r[key] for r in per_round]) for key in per_round[0]}

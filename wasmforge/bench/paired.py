@@ -63,10 +63,10 @@ def ours_turn(model, x: dict, runs: int) -> list[float]:
 
 def paired(onnx_path: str, wasm: str, build_root: str, threads: int = 1, turns: int = 10, runs: int = 3) -> dict:
     from wasmforge.engines.host import WasmModel
-    from wasmforge.stages.validate import seeded_inputs
+    from wasmforge.stages.validate import index_bounds, seeded_inputs
 
     with WasmModel(wasm, threads=threads) as ours:
-        x = seeded_inputs(ours.inputs, 0)
+        x = seeded_inputs(ours.inputs, 0, index_bounds(onnx_path))
         peer = OrtWeb(build_root, onnx_path, ours.inputs, x, threads)
         try:
             ratios, ours_ms, peer_ms = [], [], []

@@ -1,8 +1,8 @@
 """Stage 7, validate: the optimized module against onnxruntime on the original ONNX.
 
 Loads the module in wasmtime, asserts it imports nothing but WASI, runs it on the model's
-seeded inputs (N(0, 1) float inputs from each seed) and compares every output with
-onnxruntime's: max absolute error, max error relative to the output's magnitude, and for
+seeded inputs (from each seed: floats N(0, 1); integers below the gathered dimension where a
+``Gather`` uses them as indices, else 0-9) and compares every output with onnxruntime's: max absolute error, max error relative to the output's magnitude, and for
 class-score outputs top-1 and top-5 agreement. Writes ``report.json``; only a passing module
 is published at ``build/<model>/<model>.wasm`` (a failing run removes a stale one).
 """
@@ -24,7 +24,37 @@ STAGE = "validate"
 CODE = (__file__, wasmbin.__file__, os.path.join(os.path.dirname(wasmbin.__file__), "host.py"))
 
 
-def seeded_inputs(decls: list[dict], seed: int) -> dict[str, np.ndarray]:
+INDEX_HIGH = 10   # integer inputs the graph gives no range for: 0..9
+
+
+def index_bounds(onnx_path: str) -> dict[str, int]:
+    """Integer inputs the graph says the range of: an input that a ``Gather`` uses as its
+    indices takes values below the gathered dimension of the data (an embedding's rows).
+    Returns input name -> exclusive upper bound (the smallest, if several Gathers read it)."""
+    import onnx
+
+    model = onnx.load(onnx_path, load_external_data=False)
+    g = model.graph
+    shapes = {i.name: list(i.dims) for i in g.initializer}
+    for vi in list(g.input) + list(g.value_info):
+        dims = vi.type.tensor_type.shape.dim
+        shapes.setdefault(vi.name, [d.dim_value if d.HasField("dim_value") else None for d in dims])
+    inputs = {i.name for i in g.input} - {i.name for i in g.initializer}
+    bounds: dict[str, int] = {}
+    for node in g.node:
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[1] not in inputs:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        shape = shapes.get(node.input[0])
+        if not shape or not -len(shape) <= axis < len(shape) or not shape[axis]:
+            continue
+        bounds[node.input[1]] = min(bounds.get(node.input[1], shape[axis]), shape[axis])
+    return bounds
+
+
+def seeded_inputs(decls: list[dict], seed: int, bounds: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Validation inputs from ``seed``: floats N(0, 1); integers in ``[0, bound)``, the bound
+    from ``bounds`` (``index_bounds``) or ``INDEX_HIGH``; booleans 0 or 1."""
     rng = np.random.default_rng(seed)
     out = {}
     for d in decls:
@@ -32,21 +62,31 @@ def seeded_inputs(decls: list[dict], seed: int) -> dict[str, np.ndarray]:
         if dt.kind == "f":
             out[d["name"]] = rng.standard_normal(d["shape"]).astype(dt)
         elif dt.kind in "iu":
-            out[d["name"]] = rng.integers(0, 10, d["shape"]).astype(dt)
+            out[d["name"]] = rng.integers(0, (bounds or {}).get(d["name"], INDEX_HIGH), d["shape"]).astype(dt)
         else:
             out[d["name"]] = rng.integers(0, 2, d["shape"]).astype(dt)
     return out
 
 
 def compare(got: np.ndarray, ref: np.ndarray, tol: Tolerance) -> dict:
+    """One output against onnxruntime's. A NaN where the reference has one too is agreement
+    (``Sqrt`` of a negative input gives NaN in both); the report counts them
+    (``nan_agreed``). A NaN on one side only is a mismatch."""
     g, r = got.astype(np.float64), ref.astype(np.float64)
-    diff = np.abs(g - r)
-    scale = float(np.abs(r).max()) if r.size else 0.0
+    nan_g, nan_r = np.isnan(g), np.isnan(r)
+    both = nan_g & nan_r
+    valid = ~nan_r
+    diff = np.abs(g - r)[valid & ~nan_g]
+    scale = float(np.abs(r[valid]).max()) if valid.any() else 0.0
     res = {"max_abs_error": float(diff.max()) if diff.size else 0.0,
            "max_rel_error": float(diff.max() / scale) if diff.size and scale > 0 else 0.0,
            "allowed_abs_error": tol.atol + tol.rtol * scale,
-           "finite": bool(np.isfinite(g).all())}
-    ok = res["finite"] and res["max_abs_error"] <= res["allowed_abs_error"]
+           "finite": bool(np.isfinite(g[~both]).all())}
+    if both.any():
+        res["nan_agreed"] = int(both.sum())
+    if (nan_g != nan_r).any():
+        res["nan_mismatched"] = int((nan_g != nan_r).sum())
+    ok = res["finite"] and "nan_mismatched" not in res and res["max_abs_error"] <= res["allowed_abs_error"]
     flat_g, flat_r = g.reshape(g.shape[0], -1) if g.ndim else g.reshape(1, 1), r.reshape(r.shape[0], -1) if r.ndim else r.reshape(1, 1)
     if g.ndim >= 2 and flat_r.shape[1] >= 5:   # class scores: compare rankings
         top5_g = np.argsort(-flat_g, axis=1, kind="stable")[:, :5]
@@ -83,9 +123,10 @@ def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str,
     reference = WasmModel(same_as) if same_as else None
     model = WasmModel(wasm, threads=threads)
     results = []
+    bounds = index_bounds(onnx_path)
     try:
         for seed in seeds:
-            feeds = seeded_inputs(model.inputs, seed)
+            feeds = seeded_inputs(model.inputs, seed, bounds)
             t = time.perf_counter()
             got = model.run(feeds)
             wasm_ms = (time.perf_counter() - t) * 1e3
@@ -108,8 +149,9 @@ def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str,
     times["validate"] = round(time.perf_counter() - t0, 3)
     report = {"model": model.metadata.get("model"), "passed": passed, "threads": threads,
               "tolerance": {**asdict(tol), "rule": "|wasm - ort| <= atol + rtol * max|ort| per output; "
-                                                   "top-1 identical; top-5 overlap >= min_top5"},
-              "inputs": results, "imports": [f"{i['module']}.{i['name']}" for i in imports],
+                                                   "top-1 identical; top-5 overlap >= min_top5; a NaN where "
+                                                   "onnxruntime has one agrees (nan_agreed)"},
+              "index_bounds": bounds, "inputs": results, "imports": [f"{i['module']}.{i['name']}" for i in imports],
               "non_wasi_imports": non_wasi, "stage_seconds": times, "sizes": sizes,
               "module": os.path.relpath(published) if passed else None,
               "module_sha256": digests.file_sha256(wasm), "metadata": model.metadata}
