@@ -52,9 +52,10 @@ def task_stages():
 
 
 def task_build():
-    """the whole pipeline for a model: build/<model>/<model>.wasm (+ .threads.wasm) and report.json"""
+    """the whole pipeline for a model: build/<model>/<model>.wasm (+ .threads.wasm) and report.json;
+    then the store is trimmed to WASMFORGE_CACHE_MAX (10G), least recently used first"""
     for name in sorted(MODELS):
-        yield {"name": name, "actions": [(report.print_summary, [MODELS[name]])],
+        yield {"name": name, "actions": [(report.finish_build, [MODELS[name]])],
                "task_dep": [f"validate:{name}", f"validate_threads:{name}"], "doc": f"build and validate {name}"}
 
 

@@ -31,6 +31,17 @@ def summary_lines(m) -> list[str]:
     return lines
 
 
-def print_summary(m) -> None:
+def finish_build(m) -> bool:
+    """``doit build:<model>``'s action: the summary, then the store trimmed to its limit."""
+    from wasmforge.store import local
+
     for line in summary_lines(m):
         print(line)
+    try:
+        trimmed = local.trim_to_limit()
+    except ValueError as e:
+        print(f"error: {e}")
+        return False
+    if trimmed:
+        print(trimmed)
+    return True

@@ -262,3 +262,40 @@ def test_cache_stats_and_trim(doit):
     doit("build:tiny")
     assert "miss" in sources(doit).values()
     assert json.load(open(doit.path("tiny", "report.json")))["passed"] is True
+
+
+def test_the_store_has_a_size_limit():
+    assert local.size_limit({}) == 10 << 30                     # the default
+    assert local.size_limit({"WASMFORGE_CACHE_MAX": "500M"}) == 500 << 20
+    assert local.size_limit({"WASMFORGE_CACHE_MAX": "0"}) is None
+    with pytest.raises(ValueError, match="WASMFORGE_CACHE_MAX='lots' is not a size"):
+        local.size_limit({"WASMFORGE_CACHE_MAX": "lots"})
+
+
+def test_trim_keeps_what_another_build_is_using(tmp_path):
+    store = local.Store(str(tmp_path / "store"))
+    shas = {}
+    for key in ("a" * 64, "b" * 64):
+        blob = tmp_path / key[:1]
+        blob.write_bytes(key.encode() * 100)
+        shas[key] = store.put_file(str(blob))
+        store.put_action(key, {"outputs": {"x": {"sha256": shas[key], "size": 6400}}, "result": {}})
+        old = time.time() - 7200
+        os.utime(os.path.join(store.root, "ac", key), (old, old))
+    with store.lock("a" * 64):                     # a build is reading or writing entry a
+        assert store.in_use("a" * 64) and not store.in_use("b" * 64)
+        store.trim(0)
+    assert store.has_blob(shas["a" * 64]) and store.get_action("a" * 64) is not None
+    assert not store.has_blob(shas["b" * 64]) and store.get_action("b" * 64) is None
+
+
+def test_a_build_trims_the_store_to_its_limit(doit):
+    declare_tiny(doit)
+    res = doit("build:tiny", WASMFORGE_CACHE_MAX="20K")
+    assert "over its limit" in res.stdout, res.stdout
+    blobs = [os.path.join(doit.store, "cas", n) for n in os.listdir(os.path.join(doit.store, "cas"))]
+    assert sum(os.path.getsize(b) for b in blobs) <= 20 * 1024
+    assert os.path.isfile(doit.path("tiny", "tiny.wasm"))     # the build's outputs stay
+    res = doit("build:tiny", WASMFORGE_CACHE_MAX="lots", check=False)
+    assert res.returncode != 0 and "WASMFORGE_CACHE_MAX='lots' is not a size" in res.stdout + res.stderr
+    assert "Traceback" not in res.stdout + res.stderr

@@ -35,6 +35,20 @@ from wasmforge.store.digests import canonical, file_sha256, hash_file
 from wasmforge.store.files import link_or_copy, place, temp_name, write_bytes
 
 
+DEFAULT_MAX = "10G"   # the store's size limit unless WASMFORGE_CACHE_MAX says otherwise ("0": none)
+
+
+def size_limit(environ=None) -> int | None:
+    """The store's size limit in bytes, from ``WASMFORGE_CACHE_MAX`` (``DEFAULT_MAX`` when
+    unset; ``0`` turns the limit off: None)."""
+    text = (os.environ if environ is None else environ).get("WASMFORGE_CACHE_MAX", DEFAULT_MAX)
+    try:
+        limit = parse_size(text)
+    except ValueError:
+        raise ValueError(f"WASMFORGE_CACHE_MAX={text!r} is not a size (e.g. 10G, 500M, 0 for no limit)") from None
+    return limit or None
+
+
 def default_store_dir() -> str:
     return os.path.abspath(os.environ.get("WASMFORGE_CACHE", os.path.join(ROOT, ".wasmforge-cache")))
 
@@ -129,6 +143,19 @@ class Store:
             os.unlink(self._ac(key))
 
     # -- locking, events, management
+    def in_use(self, key: str) -> bool:
+        """Whether a build holds ``key``'s lock now (it is reading or writing that entry)."""
+        path = os.path.join(self.root, "locks", key)
+        if not os.path.exists(path):
+            return False
+        with open(path, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
     @contextlib.contextmanager
     def lock(self, key: str):
         """Serialize work on one key across processes: the second waits, then hits."""
@@ -168,7 +195,8 @@ class Store:
         """Delete least recently used blobs until the CAS fits ``limit_bytes``; drop the
         action entries that referenced them, and stale temporary files. A blob was last used
         when an action entry naming it was (lookups touch entries, never blobs: a blob's
-        times are those of the build outputs linked to it)."""
+        times are those of the build outputs linked to it). A blob of an entry another build
+        holds the lock of (``in_use``) is kept, whatever its age."""
         now = time.time()
         for n in os.listdir(os.path.join(self.root, "tmp")):
             p = os.path.join(self.root, "tmp", n)
@@ -186,9 +214,12 @@ class Store:
                 t = os.path.getmtime(path)
                 for sha in shas:
                     used[sha] = max(used.get(sha, 0.0), t)
+        busy = set().union(*(shas for key, shas in entries.items() if self.in_use(key)))
         blobs = []
         for n in os.listdir(os.path.join(self.root, "cas")):
             st = os.stat(os.path.join(self.root, "cas", n))
+            if n not in used and now - st.st_mtime < 3600:
+                busy.add(n)     # no entry names it yet: a stage may be storing its outputs now
             blobs.append((used.get(n, st.st_mtime), st.st_size, n))
         blobs.sort()
         total = sum(b[1] for b in blobs)
@@ -196,6 +227,8 @@ class Store:
         for _, size, n in blobs:
             if total <= limit_bytes:
                 break
+            if n in busy:
+                continue
             self.evict_blob(n)
             removed.add(n)
             total -= size
@@ -233,3 +266,18 @@ def parse_size(text: str) -> int:
     if t and t[-1] in mult:
         return int(float(t[:-1]) * mult[t[-1]])
     return int(t)
+
+
+def trim_to_limit(store: Store | None = None) -> str:
+    """After a build: trim the store to its size limit (``size_limit``), least recently used
+    first. Returns what it did, in a line ("" when the store fits)."""
+    limit = size_limit()
+    store = store or Store()
+    if limit is None:
+        return ""
+    result = store.trim(limit)
+    if not result["removed_blobs"]:
+        return ""
+    return (f"store {store.root} over its limit ({limit:,} bytes, WASMFORGE_CACHE_MAX): removed "
+            f"{result['removed_blobs']} blobs and {result['removed_actions']} entries, now {result['bytes']:,} bytes")
+
