@@ -34,7 +34,6 @@ from wasmforge.store import files
 from wasmforge.store.digests import canonical, file_sha256, hash_file
 from wasmforge.store.files import link_or_copy, place, temp_name, write_bytes
 
-
 DEFAULT_MAX = "10G"   # the store's size limit unless WASMFORGE_CACHE_MAX says otherwise ("0": none)
 
 
