@@ -8,7 +8,7 @@ import pytest
 
 from wasmforge.errors import StageError
 from wasmforge.stages import executor
-from wasmforge.stages.executor import (
+from wasmforge.stages.executor_plan import (
     Call,
     Program,
     Tensor,

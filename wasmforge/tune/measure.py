@@ -13,7 +13,7 @@ import time
 from wasmforge import abi
 from wasmforge.errors import StageError
 from wasmforge.stages import link
-from wasmforge.stages.executor import DL_DTYPES
+from wasmforge.stages.executor_plan import DL_DTYPES
 from wasmforge.tune.tasks import STAGE
 
 
