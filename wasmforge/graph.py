@@ -243,55 +243,55 @@ def stages(m: Model) -> list[Stage]:
               **{f"runtime/{f}": os.path.join(link.RUNTIME_DIR, f) for f in link.RUNTIME_SOURCES},
               **{k: v for k, v in ex_files.items() if not k.endswith("plan.json")}}
     link_tools = [toolchain.clang().identity(), toolchain.wasm_ld().identity()] + tvm
+
+    def add_variant(v: Variant) -> None:
+        """link, opt and validate of one variant."""
+        linked = outs(v.stage("link"), f"{m.name}{v.dot}.linked.wasm")
+        optimized = outs(v.stage("opt"), f"{m.name}{v.dot}.wasm")
+        # the portable variant's objects too: a release archives them (lib<model>.a)
+        objects = {f"link/obj/{o}": p.stage("link", "obj", o) for o in link.OBJECTS} if v is PORTABLE else {}
+        own_kernels = kernels[v] != kernels[PORTABLE]
+        (linked_label, linked_path), = linked.items()
+        (opt_label, opt_path), = optimized.items()
+        link_params = pr[v.stage("link")]
+
+        def run_link(st: Stage) -> dict:
+            return link.run(st.inputs[kernels[v]], p.stage("executor"), _metadata(m, p, build, v), link_params,
+                            toolchain.clang(), toolchain.wasm_ld(), linked_path, p.stage(v.stage("link"), "obj"))
+
+        def run_validate(st: Stage) -> dict:
+            opt_result = files.read_json(p.stage_json(v.stage("opt")))["result"]
+            sizes = {"before_wasm_opt": opt_result["bytes_before"], "after_wasm_opt": opt_result["bytes_after"]}
+            # the stages this variant's module was built by: the portable stages up to the
+            # executor, then its own
+            built_by = {s.name: p.stage_json(s.name) for s in out
+                        if not s.name.startswith("validate")
+                        and (s.name.endswith(THREADS.suffix) == (v is THREADS)
+                             or (v is THREADS and s.name not in ("link", "opt")))}
+            report = validate.run(st.inputs[opt_label], p.source, m.seeds, m.tolerance, built_by, sizes,
+                                  p.module(v), p.report(v), threads=v.threads, same_as=st.inputs.get("portable"))
+            return {"passed": report["passed"]}
+
+        add(v.stage("link"), link, {kernels[v]: p.stage(*kernels[v].split("/")), **common}, {**linked, **objects},
+            {"params": asdict(link_params), "model": m.name, "target": build.target_dict(),
+             "tools": link_tools},
+            run_link)
+        add(v.stage("opt"), opt, dict(linked), optimized,
+            {"params": asdict(pr["opt"]), "tools": [toolchain.wasm_opt().identity()]},
+            lambda st: opt.run(st.inputs[linked_label], pr["opt"], toolchain.wasm_opt(), opt_path))
+        # the threads variant, when it runs the portable kernels, must give the validated
+        # portable module's exact bytes (its own kernels may sum in another order)
+        add(v.stage("validate"), validate,
+            {**optimized, "source": p.source,
+             **({"portable": p.module(PORTABLE)} if v is THREADS and not own_kernels else {})},
+            {os.path.basename(p.report(v)): p.report(v), os.path.basename(p.module(v)): p.module(v)},
+            {"seeds": list(m.seeds), "tolerance": asdict(m.tolerance), "tools": _py("wasmtime", "onnxruntime"),
+             **({"threads": v.threads} if v is THREADS else {})},
+            run_validate)
+
     for v in (PORTABLE, THREADS):
-        add_variant(m, p, pr, v, kernels[v], own_kernels=v is THREADS and bool(threads_tuning),
-                    common=common, link_tools=link_tools, add=add, outs=outs)
+        add_variant(v)
     return out
-
-
-def add_variant(m: Model, p: Paths, pr: dict, v: Variant, kernels: str, own_kernels: bool, common: dict,
-                link_tools: list, add, outs) -> None:
-    """link, opt and validate of one variant."""
-    linked = outs(v.stage("link"), f"{m.name}{v.dot}.linked.wasm")
-    optimized = outs(v.stage("opt"), f"{m.name}{v.dot}.wasm")
-    # the portable variant's objects too: a release archives them (lib<model>.a)
-    objects = {f"link/obj/{o}": p.stage("link", "obj", o) for o in link.OBJECTS} if v is PORTABLE else {}
-    (linked_label, linked_path), = linked.items()
-    (opt_label, opt_path), = optimized.items()
-    link_params = pr[v.stage("link")]
-
-    def run_link(st: Stage) -> dict:
-        return link.run(st.inputs[kernels], p.stage("executor"), _metadata(m, p, pr["relax_build"], v),
-                        link_params, toolchain.clang(), toolchain.wasm_ld(), linked_path, p.stage(v.stage("link"), "obj"))
-
-    def run_validate(st: Stage) -> dict:
-        opt_result = files.read_json(p.stage_json(v.stage("opt")))["result"]
-        sizes = {"before_wasm_opt": opt_result["bytes_before"], "after_wasm_opt": opt_result["bytes_after"]}
-        # the stages this variant's module was built by: the portable stages up to the
-        # executor, then its own
-        built_by = {s.name: p.stage_json(s.name) for s in stages(m)
-                    if not s.name.startswith("validate")
-                    and (s.name.endswith(THREADS.suffix) == (v is THREADS)
-                         or (v is THREADS and s.name not in ("link", "opt")))}
-        report = validate.run(st.inputs[opt_label], p.source, m.seeds, m.tolerance, built_by, sizes,
-                              p.module(v), p.report(v), threads=v.threads, same_as=st.inputs.get("portable"))
-        return {"passed": report["passed"]}
-
-    add(v.stage("link"), link, {kernels: p.stage(*kernels.split("/")), **common}, {**linked, **objects},
-        {"params": asdict(link_params), "model": m.name, "target": pr["relax_build"].target_dict(),
-         "tools": link_tools},
-        run_link)
-    add(v.stage("opt"), opt, dict(linked), optimized,
-        {"params": asdict(pr["opt"]), "tools": [toolchain.wasm_opt().identity()]},
-        lambda st: opt.run(st.inputs[linked_label], pr["opt"], toolchain.wasm_opt(), opt_path))
-    # the threads variant, when it runs the portable kernels, must give the validated
-    # portable module's exact bytes (its own kernels may sum in another order)
-    add(v.stage("validate"), validate,
-        {**optimized, "source": p.source, **({"portable": p.module(PORTABLE)} if v is THREADS and not own_kernels else {})},
-        {os.path.basename(p.report(v)): p.report(v), os.path.basename(p.module(v)): p.module(v)},
-        {"seeds": list(m.seeds), "tolerance": asdict(m.tolerance), "tools": _py("wasmtime", "onnxruntime"),
-         **({"threads": v.threads} if v is THREADS else {})},
-        run_validate)
 
 
 def run_stage(m: Model, name: str, store: Store | None = None) -> dict:
