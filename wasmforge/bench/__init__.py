@@ -31,7 +31,8 @@ WASM_SIMD_PEAK_GFLOPS = 42.0
 ROUNDS = 3
 
 
-def _median_ms(fn, repeats: int) -> tuple[float, list[float]]:
+def median_ms(fn, repeats: int) -> tuple[float, list[float]]:
+    """One warm-up call of ``fn``, then ``repeats`` timed calls: (their median, each) in ms."""
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -51,7 +52,7 @@ def bench_wasmtime(wasm: str, x: dict, repeats: int, aot_dir: str, threads: int 
 
     if not startup:
         with WasmModel(wasm, aot_cache=aot_dir, threads=threads) as m:
-            med, times = _median_ms(lambda: m.run(x), repeats)
+            med, times = median_ms(lambda: m.run(x), repeats)
         return {"median_ms": med, "times_ms": times}
     t0 = time.perf_counter()
     m = WasmModel(wasm, threads=threads)
@@ -63,7 +64,7 @@ def bench_wasmtime(wasm: str, x: dict, repeats: int, aot_dir: str, threads: int 
     t1 = time.perf_counter()
     m.run(x)
     first_ms = (time.perf_counter() - t1) * 1e3
-    med, times = _median_ms(lambda: m.run(x), repeats)
+    med, times = median_ms(lambda: m.run(x), repeats)
     tasks = m.worker_tasks
     m.close()
     return {"median_ms": med, "times_ms": times, "load_ms": load_ms, "load_from_aot_cache_ms": load_aot_ms,
@@ -78,7 +79,7 @@ def bench_ort(onnx_path: str, x: dict, threads: int, repeats: int) -> dict:
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-    med, times = _median_ms(lambda: sess.run(None, x), repeats)
+    med, times = median_ms(lambda: sess.run(None, x), repeats)
     return {"median_ms": med, "times_ms": times, "version": ort.__version__}
 
 
@@ -245,7 +246,7 @@ def main(argv: list[str]) -> int:
         if args.profile:
             print(profile_table(m.profile(x, args.runs)))
             return 0
-        med, times = _median_ms(lambda: m.run(x), args.runs)
+        med, times = median_ms(lambda: m.run(x), args.runs)
     print(f"{args.wasm}, {args.threads} thread(s): median {med:.1f} ms, min {min(times):.1f} ms, "
           f"runs {' '.join(f'{t:.0f}' for t in times)}")
     return 0

@@ -16,9 +16,8 @@ import os
 import statistics
 import subprocess
 import tempfile
-import time
 
-from wasmforge.bench import ortweb_dir
+from wasmforge.bench import median_ms, ortweb_dir
 
 
 class OrtWeb:
@@ -52,15 +51,6 @@ class OrtWeb:
         self.tmp.cleanup()
 
 
-def ours_turn(model, x: dict, runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        model.run(x)
-        times.append((time.perf_counter() - t) * 1e3)
-    return times
-
-
 def paired(onnx_path: str, wasm: str, build_root: str, threads: int = 1, turns: int = 10, runs: int = 3) -> dict:
     from wasmforge.engines.host import WasmModel
     from wasmforge.stages.validate import index_bounds, seeded_inputs
@@ -71,8 +61,8 @@ def paired(onnx_path: str, wasm: str, build_root: str, threads: int = 1, turns: 
         try:
             ratios, ours_ms, peer_ms = [], [], []
             for _ in range(turns):
-                a = ours_turn(ours, x, runs + 1)[1:]       # the first of a turn is its warm-up
-                b = peer.turn(runs + 1)[1:]
+                a = median_ms(lambda: ours.run(x), runs)[1]   # after one warm-up
+                b = peer.turn(runs + 1)[1:]                      # the first is its warm-up
                 ours_ms += a
                 peer_ms += b
                 ratios.append(statistics.median(a) / statistics.median(b))

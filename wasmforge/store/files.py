@@ -29,7 +29,8 @@ def read_chunks(f, size: int = CHUNK) -> Iterator[bytes]:
 
 
 @contextlib.contextmanager
-def _removed_unless_renamed(tmp: str) -> Iterator[str]:
+def removed_unless_renamed(tmp: str) -> Iterator[str]:
+    """Yield ``tmp``; remove it at the end unless it was renamed away (the write failed)."""
     try:
         yield tmp
     finally:
@@ -58,7 +59,7 @@ def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
     # keep the extension last: some writers (TVM's write_to_file) dispatch on it
     tmp = _new_temp(os.path.dirname(os.path.abspath(path)), f"-{os.path.basename(path)}")
-    with _removed_unless_renamed(tmp):
+    with removed_unless_renamed(tmp):
         yield tmp
         _rename_into_place(tmp, path)
 
@@ -77,7 +78,7 @@ def atomic_stream(path: str | Callable[[str], str], chunks: Iterable[bytes],
     """
     folder = folder or os.path.dirname(os.path.abspath(path))
     want_sha, want_size = expect or (None, None)
-    with _removed_unless_renamed(_new_temp(folder)) as tmp:
+    with removed_unless_renamed(_new_temp(folder)) as tmp:
         h, size = hashlib.sha256(), 0
         with open(tmp, "wb") as f:
             for chunk in chunks:
@@ -113,7 +114,7 @@ def temp_name(folder: str, base: str) -> str:
 def place(src: str, dest: str) -> None:
     """Give ``dest`` the bytes of ``src`` atomically: a link where possible (both then
     keep ``src``'s permissions), else a copy."""
-    with _removed_unless_renamed(temp_name(os.path.dirname(os.path.abspath(dest)),
+    with removed_unless_renamed(temp_name(os.path.dirname(os.path.abspath(dest)),
                                            os.path.basename(dest))) as tmp:
         link_or_copy(src, tmp)
         os.replace(tmp, dest)

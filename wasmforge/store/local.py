@@ -76,16 +76,12 @@ class Store:
         sha = sha or file_sha256(path)
         dest = self._cas(sha)
         if not os.path.isfile(dest):
-            tmp = temp_name(os.path.join(self.root, "tmp"), sha)
-            try:
+            with files.removed_unless_renamed(temp_name(os.path.join(self.root, "tmp"), sha)) as tmp:
                 link_or_copy(path, tmp)
                 if hash_file(tmp) != sha:   # the source changed under us: store nothing
                     raise OSError(f"{path} changed while it was being stored")
                 os.chmod(tmp, 0o444)
                 os.replace(tmp, dest)
-            finally:
-                if os.path.lexists(tmp):
-                    os.unlink(tmp)
         return sha
 
     def put_stream(self, chunks, sha: str) -> bool:
