@@ -68,12 +68,36 @@ def task_bench():
                "uptodate": [False], "doc": f"benchmark {name}"}
 
 
+def task_conformance():
+    """build ONNX's own test models (in the onnx wheel) and validate them against their expected
+    outputs: build/conformance/summary.json (--sample: the fixed sample CI runs)"""
+    def cmd(sample, only, jobs):
+        return shlex.join(PY[:2] + ["wasmforge.conformance", "--jobs", str(jobs), "--only", only]
+                          + (["--sample"] if sample else []))
+    return {"actions": [CmdAction(cmd)], "uptodate": [False], "verbosity": 2,
+            "params": [{"name": "sample", "long": "sample", "type": bool, "default": False,
+                        "help": "only the fixed sample of cases CI runs"},
+                       {"name": "only", "long": "only", "type": str, "default": "",
+                        "help": "only the cases whose name contains this text"},
+                       {"name": "jobs", "long": "jobs", "type": int, "default": os.cpu_count() or 1,
+                        "help": "cases built at once"}]}
+
+
 def task_cache_stats():
     """print the local cache's location, size, entries and hit rate"""
     def show():
         for k, v in local.Store().stats().items():
             print(f"{k:>12}: {v}")
     return {"actions": [show], "uptodate": [False], "verbosity": 2}
+
+
+def task_cache_verify():
+    """check every blob of the local cache against its digest and every entry against its blobs"""
+    def verify():
+        problems = local.Store().verify()
+        print("\n".join(problems) or "the cache verifies")
+        return not problems
+    return {"actions": [verify], "uptodate": [False], "verbosity": 2}
 
 
 def task_cache_trim():

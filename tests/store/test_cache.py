@@ -299,3 +299,20 @@ def test_a_build_trims_the_store_to_its_limit(doit):
     res = doit("build:tiny", WASMFORGE_CACHE_MAX="lots", check=False)
     assert res.returncode != 0 and "WASMFORGE_CACHE_MAX='lots' is not a size" in res.stdout + res.stderr
     assert "Traceback" not in res.stdout + res.stderr
+
+
+def test_verify_names_a_corrupted_blob_and_an_entry_without_its_blob(tmp_path):
+    from wasmforge.store.local import Store
+
+    store = Store(str(tmp_path / "store"))
+    (tmp_path / "a.bin").write_bytes(b"some bytes")
+    sha = store.put_file(str(tmp_path / "a.bin"))
+    store.put_action("k1", {"outputs": {"a": {"sha256": sha, "size": 10}}, "result": {}})
+    assert store.verify() == []
+    blob = os.path.join(store.root, "cas", sha)
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as f:
+        f.write(b"S")
+    store.put_action("k2", {"outputs": {"b": {"sha256": "0" * 64, "size": 1}}, "result": {}})
+    assert store.verify() == [f"blob {sha}: its bytes do not match its name",
+                              "action k2: outputs ['b'] have no blob"]

@@ -113,6 +113,27 @@ class Store:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._cas(sha))
 
+    def verify(self) -> list[str]:
+        """Every problem in the store: a blob whose bytes do not match its name, an action
+        entry that does not parse or names a blob the store lacks. Empty when sound."""
+        problems = []
+        cas = os.path.join(self.root, "cas")
+        for name in sorted(os.listdir(cas)):
+            if hash_file(os.path.join(cas, name)) != name:
+                problems.append(f"blob {name}: its bytes do not match its name")
+        ac = os.path.join(self.root, "ac")
+        for key in sorted(os.listdir(ac)):
+            try:
+                with open(os.path.join(ac, key)) as f:
+                    outputs = json.load(f)["outputs"]
+                missing = [label for label, o in outputs.items() if not self.has_blob(o["sha256"])]
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                problems.append(f"action {key}: unreadable ({type(e).__name__}: {e})")
+                continue
+            if missing:
+                problems.append(f"action {key}: outputs {missing} have no blob")
+        return problems
+
     # -- actions
     def get_action(self, key: str) -> dict | None:
         path = self._ac(key)
