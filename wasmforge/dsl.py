@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from wasmforge import ROOT
+from wasmforge import ROOT, references
 
 try:  # Python 3.11+
     import tomllib
@@ -83,6 +83,8 @@ class Model:
     tuning_log: str = ""                  # MetaSchedule database folder (absolute)
     tune_trials: int = 1000               # `doit tune:<name>` budget (--trials overrides)
     version: str = "0.1.0"                # release version (`doit publish:<name>`)
+    references: tuple[str, ...] = ()      # reference sets (``references.expand``), absolute
+    ranges: tuple[tuple[str, tuple[float, float]], ...] = ()   # validation inputs drawn from [low, high)
 
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -118,10 +120,15 @@ def model(name: str, onnx: str | None = None, source: Zoo | None = None, *,
           inputs: dict[str, tuple[int, ...]] | None = None, seeds=(1, 2, 3),
           tolerance: Tolerance | None = None, mattr=("+simd128",), conv_block: int = 16,
           winograd: bool = True, opt_level: str = "-O3", tuning_log: str = "", tune_trials: int = 1000,
-          version: str = "0.1.0",
+          version: str = "0.1.0", reference: str | list[str] | tuple[str, ...] = (),
+          ranges: dict[str, tuple[float, float]] | None = None,
           declared_in: str | None = None) -> Model:
     """Declare a model. Give exactly one of ``onnx`` (a path, absolute or relative to the
-    declaring file's folder) and ``source=zoo(...)``."""
+    declaring file's folder) and ``source=zoo(...)``. ``reference``: reference outputs to
+    validate against (``wasmforge/references.py``), a path or a list of paths relative to the
+    declaring file: ``.npz`` files, ``test_data_set_N`` folders, or folders of them.
+    ``ranges``: per input, the ``[low, high)`` its validation inputs are drawn from (uniform;
+    integers for integer inputs), e.g. ``{"ids": (0, 30522)}`` or ``{"x": (0.0, 1.0)}``."""
     decl_file = os.path.abspath(declared_in) if declared_in else _caller_file()
     where = _shown(decl_file)
 
@@ -136,6 +143,8 @@ def model(name: str, onnx: str | None = None, source: Zoo | None = None, *,
         src: str | Zoo = os.path.normpath(os.path.join(os.path.dirname(decl_file), onnx))
     else:
         src = source  # type: ignore[assignment]
+    if inputs is not None and not isinstance(inputs, dict):
+        raise bad(f"inputs must map input names to shapes, e.g. {{x = [1, 3, 224, 224]}}, got {inputs!r}")
     shapes = []
     for k, v in (inputs or {}).items():
         try:
@@ -145,8 +154,18 @@ def model(name: str, onnx: str | None = None, source: Zoo | None = None, *,
         if not dims or any(d <= 0 for d in dims):
             raise bad(f"inputs[{k!r}] must be a list of positive integers, got {v!r}")
         shapes.append((k, dims))
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise bad("seeds must be a non-empty list of distinct integers")
+    if (isinstance(seeds, (str, bytes)) or not isinstance(seeds, (list, tuple)) or not seeds
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds) or len(set(seeds)) != len(seeds)):
+        raise bad(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
+    if tolerance is not None and not isinstance(tolerance, Tolerance):
+        raise bad(f"tolerance must be a Tolerance(atol=..., rtol=..., min_top5=...), got {tolerance!r}")
+    tol = tolerance or Tolerance()
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in (tol.atol, tol.rtol)):
+        raise bad(f"tolerance atol and rtol must be numbers >= 0, got {tol.atol!r} and {tol.rtol!r}")
+    if not isinstance(tol.min_top5, int) or not 0 <= tol.min_top5 <= 5:
+        raise bad(f"tolerance min_top5 must be an integer from 0 to 5, got {tol.min_top5!r}")
+    if isinstance(mattr, str) or not isinstance(mattr, (list, tuple)) or not all(isinstance(a, str) for a in mattr):
+        raise bad(f"mattr must be a list of target features such as [\"+simd128\"], got {mattr!r}")
     if not isinstance(conv_block, int) or isinstance(conv_block, bool) or conv_block < 0 or conv_block > 64:
         raise bad(f"conv_block must be 0 (NCHW convolutions) or a channel block from 1 to 64, got {conv_block!r}")
     if not isinstance(winograd, bool):
@@ -157,12 +176,29 @@ def model(name: str, onnx: str | None = None, source: Zoo | None = None, *,
         raise bad(f"tune_trials must be a non-negative integer, got {tune_trials!r}")
     if not isinstance(version, str) or not _VERSION.match(version):
         raise bad(f"version {version!r} must be a release version such as 1.0.0 (letters, digits, . _ -)")
+    if ranges is not None and not isinstance(ranges, dict):
+        raise bad(f"ranges must map input names to [low, high], got {ranges!r}")
+    spans = []
+    for k, v in (ranges or {}).items():
+        ok = (isinstance(v, (list, tuple)) and len(v) == 2
+              and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) and v[0] < v[1])
+        if not ok:
+            raise bad(f"ranges[{k!r}] must be [low, high] with low < high, got {v!r}")
+        spans.append((k, (v[0], v[1])))
+    refs = []
+    for r in ([reference] if isinstance(reference, str) else list(reference)):
+        if not isinstance(r, str):
+            raise bad(f"reference must be a path or a list of paths, got {r!r}")
+        try:
+            refs += references.expand(os.path.normpath(os.path.join(os.path.dirname(decl_file), r)))
+        except references.ReferenceError as e:
+            raise bad(f"reference {r!r}: {e}") from None
     if name in REGISTRY and REGISTRY[name].declared_in != where:
         raise bad(f"already declared in {REGISTRY[name].declared_in}")
     m = Model(name=name, source=src, declared_in=where, inputs=tuple(sorted(shapes)),
-              seeds=tuple(int(s) for s in seeds), tolerance=tolerance or Tolerance(),
+              seeds=tuple(seeds), tolerance=tol,
               mattr=tuple(mattr), conv_block=conv_block, winograd=winograd, opt_level=opt_level,
-              tune_trials=tune_trials, version=version,
+              tune_trials=tune_trials, version=version, references=tuple(refs), ranges=tuple(sorted(spans)),
               # the tuning log lives next to the declaration: <folder>/<name>.tuning/
               tuning_log=os.path.normpath(os.path.join(os.path.dirname(decl_file),
                                                        tuning_log or f"{name}.tuning")))
@@ -179,21 +215,30 @@ def model_from_toml(path: str) -> Model:
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise DeclarationError(f"{rel}: cannot read model declaration: {e}") from e
     known = {"name", "onnx", "zoo", "seed", "inputs", "seeds", "tolerance", "mattr", "conv_block",
-             "winograd", "opt_level", "tuning_log", "tune_trials", "version"}
+             "winograd", "opt_level", "tuning_log", "tune_trials", "version", "reference", "ranges"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise DeclarationError(f"{rel}: unknown keys {unknown}; known: {sorted(known)}")
     if "name" not in data:
         raise DeclarationError(f"{rel}: missing key 'name'")
     onnx = data.get("onnx")
-    source = zoo(data["zoo"], data.get("seed", 0)) if "zoo" in data else None
-    tol = Tolerance(**data["tolerance"]) if "tolerance" in data else None
+    try:
+        source = zoo(data["zoo"], data.get("seed", 0)) if "zoo" in data else None
+    except DeclarationError as e:
+        raise DeclarationError(f"{rel}: {e}") from None
+    tol = None
+    if "tolerance" in data:
+        fields = set(Tolerance.__dataclass_fields__)
+        if not isinstance(data["tolerance"], dict) or set(data["tolerance"]) - fields:
+            raise DeclarationError(f"{rel}: [tolerance] takes the keys {sorted(fields)}, got {data['tolerance']!r}")
+        tol = Tolerance(**data["tolerance"])
     return model(data["name"], onnx=onnx, source=source, inputs=data.get("inputs"),
-                 seeds=tuple(data.get("seeds", (1, 2, 3))), tolerance=tol,
-                 mattr=tuple(data.get("mattr", ("+simd128",))), conv_block=data.get("conv_block", 16),
+                 seeds=data.get("seeds", (1, 2, 3)), tolerance=tol,
+                 mattr=data.get("mattr", ("+simd128",)), conv_block=data.get("conv_block", 16),
                  winograd=data.get("winograd", True),
                  opt_level=data.get("opt_level", "-O3"), tuning_log=data.get("tuning_log", ""),
                  tune_trials=data.get("tune_trials", 1000), version=data.get("version", "0.1.0"),
+                 reference=data.get("reference", ()), ranges=data.get("ranges"),
                  declared_in=os.path.abspath(path))
 
 

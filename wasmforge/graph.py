@@ -25,7 +25,7 @@ from typing import Callable
 
 from doit.dependency import FileChangedChecker
 
-from wasmforge import ROOT, toolchain
+from wasmforge import ROOT, references, toolchain
 from wasmforge.dsl import Model, Zoo
 from wasmforge.errors import StageError
 from wasmforge.stages import (
@@ -269,7 +269,8 @@ def stages(m: Model) -> list[Stage]:
                         and (s.name.endswith(THREADS.suffix) == (v is THREADS)
                              or (v is THREADS and s.name not in ("link", "opt")))}
             report = validate.run(st.inputs[opt_label], p.source, m.seeds, m.tolerance, built_by, sizes,
-                                  p.module(v), p.report(v), threads=v.threads, same_as=st.inputs.get("portable"))
+                                  p.module(v), p.report(v), threads=v.threads, same_as=st.inputs.get("portable"),
+                                  reference_sets=m.references, ranges=dict(m.ranges))
             return {"passed": report["passed"]}
 
         add(v.stage("link"), link, {kernels[v]: p.stage(*kernels[v].split("/")), **common}, {**linked, **objects},
@@ -282,13 +283,17 @@ def stages(m: Model) -> list[Stage]:
         # the threads variant, when it runs the portable kernels, must give the validated
         # portable module's exact bytes (its own kernels may sum in another order)
         add(v.stage("validate"), validate,
-            {**optimized, "source": p.source,
+            {**optimized, "source": p.source, **reference_files,
              **({"portable": p.module(PORTABLE)} if v is THREADS and not own_kernels else {})},
             {os.path.basename(p.report(v)): p.report(v), os.path.basename(p.module(v)): p.module(v)},
             {"seeds": list(m.seeds), "tolerance": asdict(m.tolerance), "tools": _py("wasmtime", "onnxruntime"),
+             **({"ranges": {k: list(v) for k, v in m.ranges}} if m.ranges else {}),
              **({"threads": v.threads} if v is THREADS else {})},
             run_validate)
 
+    # each reference set's files, labelled by the set's position and the file's name
+    reference_files = {f"reference/{i}/{os.path.basename(f)}": f
+                       for i, ref in enumerate(m.references) for f in references.files_of(ref)}
     for v in (PORTABLE, THREADS):
         add_variant(v)
     return out

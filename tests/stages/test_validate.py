@@ -59,4 +59,25 @@ def test_an_embedding_with_nan_outputs_builds_and_validates(doit, tmp_path):
         report = json.load(f)
     assert report["passed"] is True and report["index_bounds"] == {"ids": 4}
     assert all(case["outputs"]["y"]["nan_agreed"] > 0 for case in report["inputs"])
-    assert "NaN where onnxruntime has one agrees" in report["tolerance"]["rule"]
+    assert "NaN where ref has one agrees" in report["tolerance"]["rule"]
+
+
+def test_declared_ranges_bound_the_validation_inputs():
+    decls = [{"name": "ids", "shape": [1000], "dtype": "int64"}, {"name": "x", "shape": [1000], "dtype": "float32"},
+             {"name": "z", "shape": [1000], "dtype": "float32"}]
+    x = seeded_inputs(decls, 1, {"ids": 4}, {"ids": (10, 13), "x": (0.0, 0.5)})
+    assert x["ids"].min() == 10 and x["ids"].max() == 12      # the declared range wins over the graph's
+    assert 0.0 <= x["x"].min() and x["x"].max() < 0.5
+    assert x["z"].min() < 0 < x["z"].max()                    # no range: N(0, 1)
+
+
+def test_declared_ranges_reach_the_report_and_name_only_inputs(doit, tmp_path):
+    embedding_onnx(tmp_path / "decls" / "emb.onnx", rows=4)
+    doit.declare("emb.toml", 'name = "emb"\nonnx = "emb.onnx"\n[ranges]\nids = [2, 4]\n')
+    doit("validate:emb")
+    with open(doit.path("emb", "report.json")) as f:
+        assert json.load(f)["ranges"] == {"ids": [2, 4]}
+    doit.declare("emb.toml", 'name = "emb"\nonnx = "emb.onnx"\n[ranges]\ntokens = [2, 4]\n')
+    res = doit("validate:emb", check=False)
+    assert res.returncode != 0 and "ranges for ['tokens'], which are not inputs" in res.stderr
+    assert "Traceback" not in res.stdout + res.stderr

@@ -50,7 +50,7 @@ def dist_root() -> str:
 def _validation_summary(report: dict) -> dict:
     """The deterministic part of the validation report (no timings)."""
     return {"passed": report["passed"], "tolerance": report["tolerance"],
-            "inputs": [{"seed": r["seed"],
+            "inputs": [{**{k: r[k] for k in ("seed", "reference") if k in r},
                         "outputs": {k: {f: v[f] for f in ("max_abs_error", "max_rel_error", "top1_equal",
                                                            "top5_overlap", "top1") if f in v}
                                     for k, v in r["outputs"].items()}}

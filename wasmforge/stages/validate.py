@@ -1,10 +1,15 @@
-"""Stage 7, validate: the optimized module against onnxruntime on the original ONNX.
+"""Stage 7, validate: the optimized module against onnxruntime on the original ONNX, and
+against the reference outputs the declaration gives.
 
 Loads the module in wasmtime, asserts it imports nothing but WASI, runs it on the model's
 seeded inputs (from each seed: floats N(0, 1); integers below the gathered dimension where a
-``Gather`` uses them as indices, else 0-9) and compares every output with onnxruntime's: max absolute error, max error relative to the output's magnitude, and for
-class-score outputs top-1 and top-5 agreement. Writes ``report.json``; only a passing module
-is published at ``build/<model>/<model>.wasm`` (a failing run removes a stale one).
+``Gather`` uses them as indices, else 0-9) and on each declared reference set's inputs, and
+compares every output with onnxruntime's or the reference's: max absolute error, max error
+relative to the output's magnitude, and for class-score outputs top-1 and top-5 agreement.
+When onnxruntime cannot run the model, the reference sets are the only check, and the report
+says why (``onnxruntime.problem``); with neither, the stage fails naming both. Writes
+``report.json``; only a passing module is published at ``build/<model>/<model>.wasm`` (a
+failing run removes a stale one).
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from wasmforge import ROOT, references
 from wasmforge.dsl import Tolerance
 from wasmforge.engines import wasmbin
 from wasmforge.errors import StageError
@@ -21,7 +27,7 @@ from wasmforge.store import digests, files
 
 STAGE = "validate"
 # what the stage runs: part of its key (host imports wasmtime, so it is imported late)
-CODE = (__file__, wasmbin.__file__, os.path.join(os.path.dirname(wasmbin.__file__), "host.py"))
+CODE = (__file__, references.__file__, wasmbin.__file__, os.path.join(os.path.dirname(wasmbin.__file__), "host.py"))
 
 
 INDEX_HIGH = 10   # integer inputs the graph gives no range for: 0..9
@@ -52,19 +58,28 @@ def index_bounds(onnx_path: str) -> dict[str, int]:
     return bounds
 
 
-def seeded_inputs(decls: list[dict], seed: int, bounds: dict[str, int] | None = None) -> dict[str, np.ndarray]:
-    """Validation inputs from ``seed``: floats N(0, 1); integers in ``[0, bound)``, the bound
-    from ``bounds`` (``index_bounds``) or ``INDEX_HIGH``; booleans 0 or 1."""
+def seeded_inputs(decls: list[dict], seed: int, bounds: dict[str, int] | None = None,
+                  ranges: dict[str, tuple[float, float]] | None = None) -> dict[str, np.ndarray]:
+    """Validation inputs from ``seed``. An input the declaration gives a range for: uniform
+    in ``[low, high)`` (integers for an integer input). Else floats N(0, 1); integers in
+    ``[0, bound)``, the bound from ``bounds`` (``index_bounds``) or ``INDEX_HIGH``; booleans
+    0 or 1."""
     rng = np.random.default_rng(seed)
+    ranges = ranges or {}
     out = {}
     for d in decls:
-        dt = np.dtype(d["dtype"])
-        if dt.kind == "f":
-            out[d["name"]] = rng.standard_normal(d["shape"]).astype(dt)
+        dt, name = np.dtype(d["dtype"]), d["name"]
+        if name in ranges and dt.kind in "iuf":
+            low, high = ranges[name]
+            draw = rng.uniform(low, high, d["shape"]) if dt.kind == "f" else \
+                rng.integers(int(np.ceil(low)), int(np.ceil(high)), d["shape"])
+            out[name] = draw.astype(dt)
+        elif dt.kind == "f":
+            out[name] = rng.standard_normal(d["shape"]).astype(dt)
         elif dt.kind in "iu":
-            out[d["name"]] = rng.integers(0, (bounds or {}).get(d["name"], INDEX_HIGH), d["shape"]).astype(dt)
+            out[name] = rng.integers(0, (bounds or {}).get(name, INDEX_HIGH), d["shape"]).astype(dt)
         else:
-            out[d["name"]] = rng.integers(0, 2, d["shape"]).astype(dt)
+            out[name] = rng.integers(0, 2, d["shape"]).astype(dt)
     return out
 
 
@@ -100,13 +115,75 @@ def compare(got: np.ndarray, ref: np.ndarray, tol: Tolerance) -> dict:
     return res
 
 
-def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str, str],
-        sizes: dict, published: str, report_path: str, threads: int = 1, same_as: str | None = None) -> dict:
-    """``threads`` > 1: the threads variant, run with that many threads. ``same_as``: a module
-    whose outputs this one must equal bit for bit (the threads variant runs the same kernels
-    as the portable module, and splitting a parallel loop must not change a single bit)."""
+def onnxruntime_session(onnx_path: str):
+    """(session, None), or (None, why) when onnxruntime cannot load the model (an opset or
+    operator version it dropped, an operator it lacks)."""
     import onnxruntime as ort
 
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"]), None
+    except Exception as e:   # onnxruntime raises its own exception types for a model it cannot run
+        return None, _first_line(e)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:400]
+
+
+def _cases(model, onnx_path: str, seeds, reference_sets, sess, ort_problem, ranges: dict) -> list:
+    """What the module is checked on: (label, feeds, expected outputs by name). The seeded
+    inputs against onnxruntime when it runs the model, and every declared reference set."""
+    names = [o["name"] for o in model.outputs]
+    unknown = sorted(set(ranges) - {i["name"] for i in model.inputs})
+    if unknown:
+        raise StageError(STAGE, onnx_path, f"the declaration gives ranges for {unknown}, which are not inputs of "
+                                           f"the model (inputs: {[i['name'] for i in model.inputs]})")
+    cases = []
+    if sess is not None:
+        bounds = index_bounds(onnx_path)
+        for seed in seeds:
+            feeds = seeded_inputs(model.inputs, seed, bounds, ranges)
+            try:
+                got = sess.run(names, feeds)
+            except Exception as e:   # e.g. an index out of the range the graph does not state
+                ort_problem = f"onnxruntime fails on the seeded inputs ({_first_line(e)})"
+                cases = []
+                break
+            cases.append(({"seed": seed}, feeds, dict(zip(names, got))))
+    for path in reference_sets:
+        try:
+            ref = references.load(path, [i["name"] for i in model.inputs], names)
+            cases.append(({"reference": shown(path)}, references.check_against(ref, model.inputs),
+                          ref.outputs))
+        except references.ReferenceError as e:
+            raise StageError(STAGE, path, str(e)) from None
+    if not cases:
+        raise StageError(STAGE, onnx_path, f"cannot validate the module: onnxruntime cannot run the model "
+                                           f"({ort_problem}) and the declaration gives no reference outputs; "
+                                           "declare them (reference = an .npz or test_data_set_N folders, "
+                                           "see docs/validation.md)")
+    return cases, ort_problem
+
+
+def shown(path: str) -> str:
+    """A path as the report names it: relative to the checkout when inside it."""
+    rel = os.path.relpath(path, ROOT)
+    return path if rel.startswith("..") else rel
+
+
+def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str, str],
+        sizes: dict, published: str, report_path: str, threads: int = 1, same_as: str | None = None,
+        reference_sets: tuple[str, ...] = (), ranges: dict | None = None) -> dict:
+    """``threads`` > 1: the threads variant, run with that many threads. ``same_as``: a module
+    whose outputs this one must equal bit for bit (the threads variant runs the same kernels
+    as the portable module, and splitting a parallel loop must not change a single bit).
+    ``reference_sets``: declared reference outputs (``wasmforge/references.py``), checked
+    as well; when onnxruntime cannot run the model, they are the only check. ``ranges``:
+    the declared input ranges (``seeded_inputs``)."""
     from wasmforge.engines.host import WasmModel
 
     t0 = time.perf_counter()
@@ -117,27 +194,28 @@ def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str,
         data = f.read()
     imports = wasmbin.imports(data)
     non_wasi = [f"{i['module']}.{i['name']}" for i in imports if not wasmbin.allowed_import(i, threads > 1)]
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-    reference = WasmModel(same_as) if same_as else None
+    sess, ort_problem = onnxruntime_session(onnx_path)
     model = WasmModel(wasm, threads=threads)
-    results = []
-    bounds = index_bounds(onnx_path)
     try:
-        for seed in seeds:
-            feeds = seeded_inputs(model.inputs, seed, bounds)
+        cases, ort_problem = _cases(model, onnx_path, seeds, reference_sets, sess, ort_problem, ranges or {})
+        reference = WasmModel(same_as) if same_as else None
+    except Exception:
+        model.close()
+        raise
+    results = []
+    try:
+        for label, feeds, want in cases:
             t = time.perf_counter()
             got = model.run(feeds)
             wasm_ms = (time.perf_counter() - t) * 1e3
-            ref = sess.run([o["name"] for o in model.outputs], feeds)
-            per_out = {o["name"]: compare(g, r, tol) for o, g, r in zip(model.outputs, got, ref)}
+            per_out = {o["name"]: compare(g, want[o["name"]], tol)
+                       for o, g in zip(model.outputs, got) if o["name"] in want}
             if reference is not None:
-                for o, g, want in zip(model.outputs, got, reference.run(feeds)):
-                    same = bool(np.array_equal(g, want, equal_nan=True))
+                for o, g, same_want in zip(model.outputs, got, reference.run(feeds)):
+                    same = bool(np.array_equal(g, same_want, equal_nan=True))
                     per_out[o["name"]]["identical_to_" + os.path.basename(same_as)] = same
                     per_out[o["name"]]["passed"] = per_out[o["name"]]["passed"] and same
-            results.append({"seed": seed, "wasm_ms": round(wasm_ms, 2), "outputs": per_out,
+            results.append({**label, "wasm_ms": round(wasm_ms, 2), "outputs": per_out,
                             "passed": all(v["passed"] for v in per_out.values())})
     finally:   # a threads model's workers stop here, also when a run fails
         model.close()
@@ -147,11 +225,16 @@ def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str,
         if os.path.isfile(path):
             times[stage] = files.read_json(path).get("seconds")
     times["validate"] = round(time.perf_counter() - t0, 3)
+    onnxruntime = {"ran": any("seed" in r for r in results)}
+    if not onnxruntime["ran"]:
+        onnxruntime["problem"] = ort_problem or "onnxruntime fails on the seeded inputs"
     report = {"model": model.metadata.get("model"), "passed": passed, "threads": threads,
-              "tolerance": {**asdict(tol), "rule": "|wasm - ort| <= atol + rtol * max|ort| per output; "
+              "onnxruntime": onnxruntime, "references": [shown(r) for r in reference_sets],
+              "tolerance": {**asdict(tol), "rule": "|wasm - ref| <= atol + rtol * max|ref| per output, ref "
+                                                   "being onnxruntime's output or a declared reference's; "
                                                    "top-1 identical; top-5 overlap >= min_top5; a NaN where "
-                                                   "onnxruntime has one agrees (nan_agreed)"},
-              "index_bounds": bounds, "inputs": results, "imports": [f"{i['module']}.{i['name']}" for i in imports],
+                                                   "ref has one agrees (nan_agreed)"},
+              "index_bounds": index_bounds(onnx_path), "ranges": ranges or {}, "inputs": results, "imports": [f"{i['module']}.{i['name']}" for i in imports],
               "non_wasi_imports": non_wasi, "stage_seconds": times, "sizes": sizes,
               "module": os.path.relpath(published) if passed else None,
               "module_sha256": digests.file_sha256(wasm), "metadata": model.metadata}
@@ -159,7 +242,7 @@ def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str,
         files.place(wasm, published)   # one file with the optimized module where possible
     files.write_json(report_path, report)
     if not passed:
-        worst = [f"seed {r['seed']}: " + ", ".join(f"{k}: max_abs_error {v['max_abs_error']:.3g} "
+        worst = [(f"seed {r['seed']}: " if "seed" in r else f"reference {r['reference']}: ") + ", ".join(f"{k}: max_abs_error {v['max_abs_error']:.3g} "
                                                     f"(allowed {v['allowed_abs_error']:.3g}), top1_equal "
                                                     f"{v.get('top1_equal')}, top5_overlap {v.get('top5_overlap')}"
                                                     + "".join(f", {f} {x}" for f, x in v.items() if f.startswith("identical_to_"))
