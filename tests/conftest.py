@@ -287,7 +287,7 @@ def copy_checkout(dest) -> str:
 
 # end-to-end tests: they run the real pipeline (doit builds with TVM, clang, wasm-ld, wasm-opt)
 # or compile kernels with TVM; `pytest -m "not slow"` runs the unit checks alone
-SLOW_FIXTURES = {"doit", "tiny_build", "resnet50", "modules", "module", "built", "wasmtime_out"}
+SLOW_FIXTURES = {"doit", "tiny_build", "resnet50", "modules", "module", "built", "wasmtime_out", "corpus_results"}
 SLOW_FILES = {"test_resnet50.py", "test_zoo_models.py", "test_readme.py", "test_publish.py", "test_remote_cache.py"}
 
 

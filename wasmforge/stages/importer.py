@@ -7,8 +7,11 @@ dimension that the declaration does not pin, and operators TVM cannot import.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
+
+import numpy as np
 
 from wasmforge.errors import StageError
 from wasmforge.store import files
@@ -16,6 +19,7 @@ from wasmforge.store import files
 STAGE = "import"
 CODE = (__file__,)   # what the stage runs: part of its key
 
+WASM32_MEMORY = 4 << 30   # a wasm32 module addresses 4 GiB, all of it
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
                 9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
 
@@ -28,21 +32,85 @@ class ImportParams:
 def load_onnx(path: str):
     """Load and check an ONNX file; every failure is a StageError naming the file."""
     import onnx
+    from onnx import external_data_helper
 
     if not os.path.isfile(path):
         raise StageError(STAGE, path, "model file not found")
     try:
-        model = onnx.load(path)
+        model = onnx.load(path, load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError, onnx raises others
         raise StageError(STAGE, path, f"not a valid ONNX file (truncated or corrupt?): {type(e).__name__}: {e}") from None
     if not model.graph.node:
         raise StageError(STAGE, path, "not a valid ONNX file: the graph has no nodes (truncated or empty?)")
     check_opsets(model, path)
+    check_tensors(model, path)
+    if check_external_data(model, path):
+        try:
+            external_data_helper.load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
+        except Exception as e:
+            raise StageError(STAGE, path, f"cannot read the model's external data: {type(e).__name__}: {e}") from None
     try:
         onnx.checker.check_model(model)
     except Exception as e:
         raise StageError(STAGE, path, f"ONNX checker rejects the model: {e}") from None
     return model
+
+
+def check_external_data(model, path: str) -> int:
+    """Every tensor stored outside the ONNX file must name a regular file inside the model's
+    folder (after following symbolic links) that holds the bytes it says. Returns how many
+    tensors are stored outside."""
+    import onnx
+    from onnx import external_data_helper
+
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    count = 0
+    for t in external_data_helper._get_all_tensors(model):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        count += 1
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location", "")
+        what = f"tensor {t.name!r} stores its data in {loc!r}"
+        full = os.path.realpath(os.path.join(folder, loc))
+        if not loc or os.path.isabs(loc) or os.path.commonpath([full, folder]) != folder:
+            raise StageError(STAGE, path, f"{what}, outside the model's folder {folder}: external data must be a "
+                                          "file beside the model or below its folder")
+        if not os.path.exists(full):
+            raise StageError(STAGE, path, f"{what}: file not found in {folder}")
+        if not os.path.isfile(full):
+            raise StageError(STAGE, path, f"{what}: not a regular file")
+        try:
+            offset, length = int(info.get("offset", 0)), int(info.get("length", 0))
+        except ValueError:
+            raise StageError(STAGE, path, f"{what}: offset {info.get('offset')!r} and length "
+                                          f"{info.get('length')!r} must be integers") from None
+        size = os.path.getsize(full)
+        if offset < 0 or length < 0 or offset + length > size:
+            raise StageError(STAGE, path, f"{what} at offset {offset}, length {length}: the file holds only "
+                                          f"{size} bytes (truncated?)")
+    return count
+
+
+# element types no kernel computes on, in tensors the model holds (its inputs are checked by name)
+UNCOMPUTABLE = {8: "string", 14: "complex64", 15: "complex128"}
+
+
+def dtype_name(elem_type: int) -> str:
+    import onnx
+
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+    except ValueError:
+        return f"unknown element type {elem_type}"
+
+
+def check_tensors(model, path: str) -> None:
+    """Refuse initializers of a type nothing here computes with: strings and complex numbers."""
+    for t in model.graph.initializer:
+        if t.data_type in UNCOMPUTABLE:
+            raise StageError(STAGE, path, f"initializer {t.name!r} is a {UNCOMPUTABLE[t.data_type]} tensor: only "
+                                          "numeric tensors can be compiled")
 
 
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -83,7 +151,8 @@ def graph_inputs(model, overrides: dict[str, tuple[int, ...]], path: str) -> lis
         tt = i.type.tensor_type
         dtype = _ONNX_DTYPES.get(tt.elem_type)
         if dtype is None:
-            raise StageError(STAGE, path, f"input {i.name!r} has an unsupported element type {tt.elem_type}")
+            raise StageError(STAGE, path, f"input {i.name!r} has element type {dtype_name(tt.elem_type)}, which "
+                                          f"cannot be compiled (inputs may be: {', '.join(_ONNX_DTYPES.values())})")
         if i.name in overrides:
             shape = list(overrides[i.name])
             if len(shape) != len(tt.shape.dim):
@@ -94,41 +163,134 @@ def graph_inputs(model, overrides: dict[str, tuple[int, ...]], path: str) -> lis
             for d in tt.shape.dim:
                 if d.HasField("dim_value") and d.dim_value > 0:
                     shape.append(int(d.dim_value))
+                elif d.HasField("dim_value"):
+                    raise StageError(STAGE, path, f"input {i.name!r} has a dimension of {d.dim_value}: every "
+                                                  "dimension must be at least 1")
                 else:
                     sym = d.dim_param or "?"
                     raise StageError(
                         STAGE, path,
                         f"input {i.name!r} has a dynamic dimension {sym!r}; dynamic shapes are not "
                         f"supported: pin it in the declaration, e.g. inputs={{{i.name!r}: (1, ...)}}")
+        size = math.prod(shape) * np.dtype(dtype).itemsize
+        if size >= WASM32_MEMORY:
+            raise StageError(STAGE, path, f"input {i.name!r} ({shape} {dtype}) is {size:,} bytes: more than a "
+                                          f"wasm32 module can address ({WASM32_MEMORY:,} bytes, 4 GiB)")
         out.append({"name": i.name, "shape": shape, "dtype": dtype})
     if not out:
         raise StageError(STAGE, path, "the model has no inputs")
+    given = {i.name for i in model.graph.input} | inits
+    for o in model.graph.output:
+        if o.name in given:
+            raise StageError(STAGE, path, f"output {o.name!r} is the model's own input or constant "
+                                          f"{o.name!r}: the model computes nothing for it")
     return out
 
 
-def canonicalize(model) -> int:
-    """Rewrite ONNX ``Sum`` (n-ary, which TVM imports as broadcast_to + stack + sum, a
-    reduction nothing fuses with) into a chain of binary ``Add`` (same broadcasting, same
-    result), so a residual add and the ReLU after it fuse into the convolution before them.
-    Returns the number of nodes rewritten."""
+def _sum_as_adds(n, model) -> list:
+    """ONNX ``Sum`` (n-ary, which TVM imports as broadcast_to + stack + sum, a reduction
+    nothing fuses with) as a chain of binary ``Add`` (same broadcasting, same result), so a
+    residual add and the ReLU after it fuse into the convolution before them."""
     from onnx import helper
 
+    if len(n.input) < 2:
+        return [n]
+    nodes, acc = [], n.input[0]
+    for i, x in enumerate(n.input[1:]):
+        out = n.output[0] if i == len(n.input) - 2 else f"{n.output[0]}__wasmforge_sum{i}"
+        nodes.append(helper.make_node("Add", [acc, x], [out], name=f"{n.name}__add{i}" if n.name else ""))
+        acc = out
+    return nodes
+
+
+def _prelu_as_relus(n, model) -> list:
+    """``PRelu(x, slope)`` as ``Relu(x) - slope * Relu(-x)``: the same value, with the slope
+    broadcast as ONNX says (TVM's own PRelu takes only a slope of one value per channel).
+    Before opset 7 a slope of C values is one per channel (axis 1): it is reshaped to
+    ``[C, 1, ...]`` so that broadcasting gives the same."""
+    from onnx import helper, numpy_helper, shape_inference
+
+    x, slope = n.input
+    opset = next((i.version for i in model.opset_import if i.domain in STANDARD_DOMAINS), 0)
+    inits = {i.name: i for i in model.graph.initializer}
+    if opset < 7 and slope in inits and len(inits[slope].dims) == 1 and inits[slope].dims[0] > 1:
+        typed = shape_inference.infer_shapes(model)
+        ranks = {v.name: len(v.type.tensor_type.shape.dim)
+                 for v in list(typed.graph.input) + list(typed.graph.value_info)}
+        if ranks.get(x, 0) > 2:
+            w = numpy_helper.to_array(inits[slope])
+            per_channel = f"{slope}__wasmforge_per_channel"
+            if per_channel not in inits:
+                model.graph.initializer.append(
+                    numpy_helper.from_array(w.reshape([w.size] + [1] * (ranks[x] - 2)), per_channel))
+            slope = per_channel
+    t = f"{n.output[0]}__wasmforge_prelu"
+    name = (n.name or n.output[0]) + "__prelu"
+    return [helper.make_node("Neg", [x], [t + "_neg"], name=name + "_neg"),
+            helper.make_node("Relu", [t + "_neg"], [t + "_negpart"], name=name + "_negpart"),
+            helper.make_node("Mul", [slope, t + "_negpart"], [t + "_scaled"], name=name + "_scaled"),
+            helper.make_node("Relu", [x], [t + "_pos"], name=name + "_pos"),
+            helper.make_node("Sub", [t + "_pos", t + "_scaled"], list(n.output), name=name)]
+
+
+REWRITES = {"Sum": _sum_as_adds, "PRelu": _prelu_as_relus}
+
+
+def canonicalize(model) -> int:
+    """Rewrite the operators in ``REWRITES`` into equivalent ones TVM imports better.
+    Returns the number of nodes rewritten."""
     nodes, changed = [], 0
-    for n in model.graph.node:
-        if n.op_type != "Sum" or len(n.input) < 2:
-            nodes.append(n)
-            continue
-        changed += 1
-        acc = n.input[0]
-        for i, x in enumerate(n.input[1:]):
-            last = i == len(n.input) - 2
-            out = n.output[0] if last else f"{n.output[0]}__wasmforge_sum{i}"
-            nodes.append(helper.make_node("Add", [acc, x], [out], name=f"{n.name}__add{i}" if n.name else ""))
-            acc = out
+    for n in list(model.graph.node):
+        new = REWRITES[n.op_type](n, model) if n.op_type in REWRITES else [n]
+        changed += new != [n]
+        nodes.extend(new)
     if changed:
         del model.graph.node[:]
         model.graph.node.extend(nodes)
     return changed
+
+
+def failing_node(e: BaseException) -> str:
+    """The ONNX node TVM's importer was converting when it raised ``e`` (its converter loop
+    holds it as ``node``), as "operator 'Expand' (node 'n', opset 9)"; else "the model"."""
+    tb, node = e.__traceback__, None
+    while tb is not None:
+        candidate = tb.tb_frame.f_locals.get("node")
+        if hasattr(candidate, "op_type") and hasattr(candidate, "input"):
+            node = candidate
+        tb = tb.tb_next
+    if node is None:
+        return "the model"
+    return f"operator {node.op_type!r}" + (f" (node {node.name!r})" if node.name else "")
+
+
+def pairwise_max_min(mod):
+    """TVM imports ONNX ``Max`` and ``Min`` as ``stack`` + a reduction along the new axis;
+    ``stack`` has no layout rule, so the convolutions' layout pass fails on it. Fold them
+    into pairwise ``maximum``/``minimum`` instead (the same values, and elementwise kernels
+    that fuse)."""
+    import functools
+
+    from tvm import relax
+
+    fold_op = {"relax.max": relax.op.maximum, "relax.min": relax.op.minimum}
+
+    @relax.expr_functor.mutator
+    class Pairwise(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            fold = fold_op.get(getattr(call.op, "name", None))
+            if fold is None or len(call.args) != 1 or not isinstance(call.args[0], relax.Var):
+                return call
+            src = self.lookup_binding(call.args[0])
+            if not (isinstance(src, relax.Call) and getattr(src.op, "name", "") == "relax.stack"
+                    and int(src.attrs.axis) == 0 and isinstance(src.args[0], relax.Tuple)
+                    and [int(a) for a in call.attrs.axis or []] == [0] and not call.attrs.keepdims):
+                return call
+            return functools.reduce(lambda a, b: self.builder_.normalize(fold(a, b)), list(src.args[0].fields))
+
+    mod["main"] = Pairwise().visit_expr(mod["main"])
+    return relax.transform.DeadCodeElimination()(mod)
 
 
 def run(onnx_path: str, p: ImportParams, out_module: str, out_io: str) -> dict:
@@ -145,8 +307,9 @@ def run(onnx_path: str, p: ImportParams, out_module: str, out_io: str) -> dict:
         mod = from_onnx(model, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=False)
     except Exception as e:
         msg = str(e).strip().splitlines()
-        raise StageError(STAGE, onnx_path, "TVM cannot import the model: "
+        raise StageError(STAGE, onnx_path, f"TVM cannot import {failing_node(e)}: "
                                            + (msg[-1] if msg else type(e).__name__)) from None
+    mod = pairwise_max_min(mod)
     ret = mod["main"].ret_ty
     fields = list(ret.fields) if hasattr(ret, "fields") else [ret]
     names = [o.name for o in model.graph.output]

@@ -249,13 +249,18 @@ def run(module_json: str, log_dir: str, p: BuildParams, out: str, threads_log_di
 
             mod, defaults = microkernel.apply_default_schedules(mod)
             mod = tvm.transform.Sequential(lowering_passes(tgt))(mod)
-    except (tvm.error.InternalError, RuntimeError, ValueError) as e:
-        raise StageError(STAGE, module_json, f"TVM failed to lower the model: {str(e).strip().splitlines()[-1]}") from None
+    except Exception as e:   # TVM's passes raise its own errors, and asserts in its operator library
+        lines = str(e).strip().splitlines()
+        raise StageError(STAGE, module_json, f"TVM failed to lower the model: {type(e).__name__}"
+                                             + (f": {lines[-1]}" if lines else "")) from None
     if threads_log_dir:
         mod = tvm.IRModule({gv: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)},
                            attrs=mod.attrs)
-    files.write_bytes(out, tvm.ir.save_json(mod).encode())
     kernels = sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
+    if not kernels:
+        raise StageError(STAGE, module_json, "the model computes nothing to compile: each output is one of its "
+                                             "inputs or a constant (TVM folded every operator away)")
+    files.write_bytes(out, tvm.ir.save_json(mod).encode())
     return {"kernels": kernels, "tuning_log": [os.path.basename(f) for f in logs], "tuning": tuning,
             "default_schedules": defaults,
             **({"threads_tuning_log": [os.path.basename(f) for f in first]} if threads_log_dir else {})}
