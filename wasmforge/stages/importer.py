@@ -2,8 +2,11 @@
 
 Output: ``model.json`` (the IRModule with its weights bound as constants, from
 ``tvm.ir.save_json``) and ``io.json`` (input and output names, static shapes, dtypes).
-Refuses, naming the file: a missing, truncated or corrupt ONNX file, an input with a dynamic
-dimension that the declaration does not pin, and operators TVM cannot import.
+Refuses, naming the file: a missing, truncated or corrupt ONNX file, external data outside
+the model's folder or shorter than declared, string and complex tensors, an input with a
+dynamic dimension that the declaration does not pin or beyond 4 GiB, an output that is an
+input, and operators TVM cannot import (naming the operator). ``compiler/frontend.py``
+rewrites what TVM's ONNX frontend imports badly.
 """
 from __future__ import annotations
 
@@ -13,11 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wasmforge.compiler import frontend
 from wasmforge.errors import StageError
 from wasmforge.store import files
 
 STAGE = "import"
-CODE = (__file__,)   # what the stage runs: part of its key
+CODE = (__file__, frontend.__file__)   # what the stage runs: part of its key
 
 WASM32_MEMORY = 4 << 30   # a wasm32 module addresses 4 GiB, all of it
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
@@ -187,69 +191,6 @@ def graph_inputs(model, overrides: dict[str, tuple[int, ...]], path: str) -> lis
     return out
 
 
-def _sum_as_adds(n, model) -> list:
-    """ONNX ``Sum`` (n-ary, which TVM imports as broadcast_to + stack + sum, a reduction
-    nothing fuses with) as a chain of binary ``Add`` (same broadcasting, same result), so a
-    residual add and the ReLU after it fuse into the convolution before them."""
-    from onnx import helper
-
-    if len(n.input) < 2:
-        return [n]
-    nodes, acc = [], n.input[0]
-    for i, x in enumerate(n.input[1:]):
-        out = n.output[0] if i == len(n.input) - 2 else f"{n.output[0]}__wasmforge_sum{i}"
-        nodes.append(helper.make_node("Add", [acc, x], [out], name=f"{n.name}__add{i}" if n.name else ""))
-        acc = out
-    return nodes
-
-
-def _prelu_as_relus(n, model) -> list:
-    """``PRelu(x, slope)`` as ``Relu(x) - slope * Relu(-x)``: the same value, with the slope
-    broadcast as ONNX says (TVM's own PRelu takes only a slope of one value per channel).
-    Before opset 7 a slope of C values is one per channel (axis 1): it is reshaped to
-    ``[C, 1, ...]`` so that broadcasting gives the same."""
-    from onnx import helper, numpy_helper, shape_inference
-
-    x, slope = n.input
-    opset = next((i.version for i in model.opset_import if i.domain in STANDARD_DOMAINS), 0)
-    inits = {i.name: i for i in model.graph.initializer}
-    if opset < 7 and slope in inits and len(inits[slope].dims) == 1 and inits[slope].dims[0] > 1:
-        typed = shape_inference.infer_shapes(model)
-        ranks = {v.name: len(v.type.tensor_type.shape.dim)
-                 for v in list(typed.graph.input) + list(typed.graph.value_info)}
-        if ranks.get(x, 0) > 2:
-            w = numpy_helper.to_array(inits[slope])
-            per_channel = f"{slope}__wasmforge_per_channel"
-            if per_channel not in inits:
-                model.graph.initializer.append(
-                    numpy_helper.from_array(w.reshape([w.size] + [1] * (ranks[x] - 2)), per_channel))
-            slope = per_channel
-    t = f"{n.output[0]}__wasmforge_prelu"
-    name = (n.name or n.output[0]) + "__prelu"
-    return [helper.make_node("Neg", [x], [t + "_neg"], name=name + "_neg"),
-            helper.make_node("Relu", [t + "_neg"], [t + "_negpart"], name=name + "_negpart"),
-            helper.make_node("Mul", [slope, t + "_negpart"], [t + "_scaled"], name=name + "_scaled"),
-            helper.make_node("Relu", [x], [t + "_pos"], name=name + "_pos"),
-            helper.make_node("Sub", [t + "_pos", t + "_scaled"], list(n.output), name=name)]
-
-
-REWRITES = {"Sum": _sum_as_adds, "PRelu": _prelu_as_relus}
-
-
-def canonicalize(model) -> int:
-    """Rewrite the operators in ``REWRITES`` into equivalent ones TVM imports better.
-    Returns the number of nodes rewritten."""
-    nodes, changed = [], 0
-    for n in list(model.graph.node):
-        new = REWRITES[n.op_type](n, model) if n.op_type in REWRITES else [n]
-        changed += new != [n]
-        nodes.extend(new)
-    if changed:
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
-    return changed
-
-
 def failing_node(e: BaseException) -> str:
     """The ONNX node TVM's importer was converting when it raised ``e`` (its converter loop
     holds it as ``node``), as "operator 'Expand' (node 'n', opset 9)"; else "the model"."""
@@ -264,39 +205,10 @@ def failing_node(e: BaseException) -> str:
     return f"operator {node.op_type!r}" + (f" (node {node.name!r})" if node.name else "")
 
 
-def pairwise_max_min(mod):
-    """TVM imports ONNX ``Max`` and ``Min`` as ``stack`` + a reduction along the new axis;
-    ``stack`` has no layout rule, so the convolutions' layout pass fails on it. Fold them
-    into pairwise ``maximum``/``minimum`` instead (the same values, and elementwise kernels
-    that fuse)."""
-    import functools
-
-    from tvm import relax
-
-    fold_op = {"relax.max": relax.op.maximum, "relax.min": relax.op.minimum}
-
-    @relax.expr_functor.mutator
-    class Pairwise(relax.PyExprMutator):
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            fold = fold_op.get(getattr(call.op, "name", None))
-            if fold is None or len(call.args) != 1 or not isinstance(call.args[0], relax.Var):
-                return call
-            src = self.lookup_binding(call.args[0])
-            if not (isinstance(src, relax.Call) and getattr(src.op, "name", "") == "relax.stack"
-                    and int(src.attrs.axis) == 0 and isinstance(src.args[0], relax.Tuple)
-                    and [int(a) for a in call.attrs.axis or []] == [0] and not call.attrs.keepdims):
-                return call
-            return functools.reduce(lambda a, b: self.builder_.normalize(fold(a, b)), list(src.args[0].fields))
-
-    mod["main"] = Pairwise().visit_expr(mod["main"])
-    return relax.transform.DeadCodeElimination()(mod)
-
-
 def run(onnx_path: str, p: ImportParams, out_module: str, out_io: str) -> dict:
     model = load_onnx(onnx_path)
     inputs = graph_inputs(model, dict(p.inputs), onnx_path)
-    canonicalize(model)
+    frontend.canonicalize(model)
 
     import tvm
     from tvm.relax.frontend.onnx import from_onnx
@@ -304,12 +216,13 @@ def run(onnx_path: str, p: ImportParams, out_module: str, out_io: str) -> dict:
     shape_dict = {i["name"]: i["shape"] for i in inputs}
     dtype_dict = {i["name"]: i["dtype"] for i in inputs}
     try:
-        mod = from_onnx(model, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=False)
+        with frontend.converters():
+            mod = from_onnx(model, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=False)
     except Exception as e:
         msg = str(e).strip().splitlines()
         raise StageError(STAGE, onnx_path, f"TVM cannot import {failing_node(e)}: "
                                            + (msg[-1] if msg else type(e).__name__)) from None
-    mod = pairwise_max_min(mod)
+    mod = frontend.pairwise_max_min(mod)
     ret = mod["main"].ret_ty
     fields = list(ret.fields) if hasattr(ret, "fields") else [ret]
     names = [o.name for o in model.graph.output]
