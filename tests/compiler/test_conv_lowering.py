@@ -17,24 +17,76 @@ from wasmforge.compiler import conv_lowering
     (512, 1000, 1, 16, (16, 8)), (64, 24, 1, 16, (16, 8)),   # 16 does not divide: 8, or 4
     (24, 64, 1, 16, (8, 16)), (3, 36, 1, 16, (3, 4)), (20, 20, 1, 16, (4, 4)),
     (64, 30, 1, 16, None), (30, 64, 1, 16, None),            # not even blocks of 4
-    (64, 64, 2, 16, None), (3, 63, 3, 16, None), (64, 64, 1, 0, None)])   # groups; blocking off
+    (64, 64, 1, 0, None),                                    # blocking off
+    (64, 128, 2, 16, (16, 16)), (96, 256, 2, 16, (16, 16)),  # grouped: blocks within a group
+    (48, 96, 2, 16, None),      # 24 per group: the producer's 16c would cross a group
+    (24, 48, 3, 16, (8, 16)), (3, 63, 3, 16, None), (60, 60, 3, 16, (4, 4)),
+    (32, 32, 32, 16, (16, 16)), (24, 24, 24, 16, (8, 8)),  # depthwise
+    (16, 32, 16, 16, None), (6, 6, 6, 16, None)])          # with a multiplier; not blocks of 4
 def test_channel_blocks(in_ch, out_ch, groups, block, want):
     assert conv_lowering.channel_blocks(in_ch, out_ch, groups, block) == want
 
 
-def reference_conv(x, w, stride, pads, dilation):
-    """NCHW x OIHW, written out with numpy: the definition, not a library."""
+def reference_conv(x, w, stride, pads, dilation, groups=1):
+    """NCHW x OIHW (I: the channels of a group), written out with numpy: the definition, not
+    a library."""
     (sh, sw), (pt, pl, pb, pr), (dh, dw) = stride, pads, dilation
     x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
+    o, gi, kh, kw = w.shape
+    go = o // groups
     oh, ow = (h - (kh - 1) * dh - 1) // sh + 1, (wd - (kw - 1) * dw - 1) // sw + 1
     out = np.zeros((n, o, oh, ow), np.float64)
-    for i in range(kh):
-        for j in range(kw):
-            patch = x[:, :, i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw]
-            out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
+    for g in range(groups):
+        for i in range(kh):
+            for j in range(kw):
+                patch = x[:, g * gi:(g + 1) * gi, i * dh: i * dh + sh * (oh - 1) + 1: sh,
+                          j * dw: j * dw + sw * (ow - 1) + 1: sw]
+                out[:, g * go:(g + 1) * go] += np.einsum("nchw,oc->nohw", patch, w[g * go:(g + 1) * go, :, i, j])
     return out
+
+
+def blocked(x, b):
+    """NCHW -> NCHW[b]c."""
+    n, c, h, w = x.shape
+    return x.reshape(n, c // b, b, h, w).transpose(0, 1, 3, 4, 2).copy()
+
+
+def run_te(compute, arrays, *args):
+    """``compute`` on placeholders shaped as ``arrays``, compiled for the host; its output."""
+    import tvm
+    from tvm import te
+
+    ph = [te.placeholder(a.shape, name=f"a{i}") for i, a in enumerate(arrays)]
+    out = compute(*ph, *args)
+    f = tvm.compile(te.create_prim_func([*ph, out]), target="llvm")
+    got = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], np.float32))
+    f(*[tvm.runtime.tensor(a) for a in arrays], got)
+    return got.numpy()
+
+
+@pytest.mark.parametrize("groups, c, o, b", [(2, 16, 24, 4), (3, 24, 12, 4), (4, 32, 32, 8)])
+def test_grouped_blocked_kernel_matches_the_definition(groups, c, o, b):
+    rng = np.random.default_rng(groups)
+    x = rng.standard_normal((1, c, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((o, c // groups, 3, 3)).astype(np.float32)
+    wb = w.reshape(o // b, b, c // groups // b, b, 3, 3).transpose(0, 2, 4, 5, 3, 1).copy()   # OIHW[b]i[b]o
+    got = run_te(conv_lowering.conv2d_nchwc, [blocked(x, b), wb], (1, 1), (1, 1, 1, 1), (1, 1), groups)
+    want = reference_conv(x, w, (1, 1), (1, 1, 1, 1), (1, 1), groups)
+    np.testing.assert_allclose(got.transpose(0, 1, 4, 2, 3).reshape(want.shape), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride, pads, dilation", [((1, 1), (1, 1, 1, 1), (1, 1)), ((2, 2), (1, 1, 1, 1), (1, 1)),
+                                                     ((1, 1), (2, 2, 2, 2), (2, 2))])
+def test_depthwise_blocked_kernel_matches_the_definition(stride, pads, dilation):
+    c, b = 16, 8
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, c, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    wb = w.reshape(c // b, b, 1, 3, 3).transpose(0, 2, 3, 4, 1)[:, :, :, :, None, :].copy()   # OIHW1i[b]o
+    got = run_te(conv_lowering.depthwise_conv2d_nchwc, [blocked(x, b), wb], stride, pads, dilation)
+    want = reference_conv(x, w, stride, pads, dilation, groups=c)
+    np.testing.assert_allclose(got.transpose(0, 1, 4, 2, 3).reshape(want.shape), want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("stride, pads, dilation", [((1, 1), (1, 1, 1, 1), (1, 1)),
@@ -111,8 +163,8 @@ def test_winograd_ok(kernel, strides, dilation, groups, in_ch, out_ch, ok):
 
 def make_mixed_onnx(path):
     """stem 3->16 (blocked NCHW3c -> NCHW16c: its 3 channels are one block), 16->32 stride 2 + BN + ReLU (blocked), 1x1
-    32->32 + residual (blocked), a grouped dilated conv (plain) and a 3x3 32->24 conv
-    (Winograd), global pool, gemm, softmax."""
+    32->32 + residual (blocked), a grouped dilated conv (blocked, 16 channels a group) and a
+    3x3 32->24 conv (Winograd), global pool, gemm, softmax."""
     import onnx
     from onnx import TensorProto as T
     from onnx import helper, numpy_helper
@@ -165,10 +217,10 @@ def test_blocked_and_plain_convolutions_validate_against_onnxruntime(doit, tmp_p
     blocked = [k for k in kernels("mixed") if "conv2d_NCHWc" in k]
     winograd = [k for k in kernels("mixed") if "conv2d_winograd" in k]
     plain = [k for k in kernels("mixed") if "conv2d" in k and "NCHWc" not in k and "winograd" not in k]
-    assert (len(blocked), len(winograd), len(plain)) == (3, 1, 1), kernels("mixed")
+    assert (len(blocked), len(winograd), len(plain)) == (4, 1, 0), kernels("mixed")
     assert not any("NCHWc" in k or "winograd" in k for k in kernels("flat"))
     # no tuning log: every blocked and Winograd convolution took a default grid schedule
-    # (microkernel.apply_default_schedules); the plain one, and the flat build's, have no grid
+    # (microkernel.apply_default_schedules); the flat build's plain ones have no grid
     for name, want in (("mixed", set(blocked + winograd)), ("flat", set())):
         with open(doit.path(name, "relax_build", "stage.json")) as f:
             got = json.load(f)["result"]["default_schedules"]
@@ -181,3 +233,67 @@ def test_blocked_and_plain_convolutions_validate_against_onnxruntime(doit, tmp_p
     # flat one's bytes, plus only what Winograd's 6x6 transformed weights add over 3x3 (x4)
     sizes = [json.load(open(doit.path(n, "executor", "plan.json")))["weights_bytes"] for n in ("mixed", "flat")]
     assert sizes[0] == sizes[1] + (36 - 9) * 24 * 32 * 4, sizes
+
+
+def make_mobile_onnx(path):
+    """A MobileNet's pieces: ReLU6 as Clip, depthwise 3x3 convolutions (stride 1 and 2, on
+    16 and 24 channels: blocks of 16 and 8), a grouped convolution (2 groups of 16), an
+    inverted residual, global pool, gemm."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    inits, nodes = [], []
+
+    def conv(x, out, cin, cout, k=1, stride=1, groups=1, relu6=True):
+        w = rng.normal(0, (2 / (cin // groups * k * k)) ** 0.5, (cout, cin // groups, k, k)).astype(np.float32)
+        inits.extend([numpy_helper.from_array(w, out + "_w"),
+                      numpy_helper.from_array(rng.normal(0, 0.1, cout).astype(np.float32), out + "_b")])
+        nodes.append(helper.make_node("Conv", [x, out + "_w", out + "_b"], [out + ("_c" if relu6 else "")],
+                                      pads=[k // 2] * 4, strides=[stride] * 2, group=groups))
+        if relu6:
+            nodes.append(helper.make_node("Clip", [out + "_c", "zero", "six"], [out]))
+        return out
+
+    inits += [numpy_helper.from_array(np.array(0, np.float32), "zero"),
+              numpy_helper.from_array(np.array(6, np.float32), "six")]
+    x = conv("x", "stem", 3, 16, k=3, stride=2)
+    x = conv(x, "dw1", 16, 16, k=3, groups=16)
+    x = conv(x, "pw1", 16, 32, relu6=False)
+    x = conv(x, "gr", 32, 32, k=3, groups=2)
+    x = conv(x, "pw2", 32, 24)
+    h = conv(x, "dw2", 24, 24, k=3, groups=24)
+    h = conv(h, "pw3", 24, 24, relu6=False)
+    nodes.append(helper.make_node("Add", [x, h], ["res"]))
+    x = conv("res", "dw3", 24, 24, k=3, stride=2, groups=24)
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+              helper.make_node("Gemm", ["f", "G"], ["y"], transB=1)]
+    inits.append(numpy_helper.from_array(rng.normal(0, 0.3, (10, 24)).astype(np.float32), "G"))
+    graph = helper.make_graph(nodes, "mobile", [helper.make_tensor_value_info("x", T.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_depthwise_grouped_and_relu6_take_default_schedules_and_validate(doit, tmp_path):
+    """Depthwise and grouped convolutions are blocked and register-tiled by rule
+    (``compiler/depthwise.py``, ``microkernel``), ReLU6 fuses into them (no layout transform
+    or kernel of its own), and the module agrees with onnxruntime on 1 and 2 threads."""
+    make_mobile_onnx(tmp_path / "decls" / "mobile.onnx")
+    doit.declare("mobile.toml", 'name = "mobile"\nonnx = "mobile.onnx"\n')
+    doit("build:mobile")
+    kernels = json.load(open(doit.path("mobile", "executor", "plan.json")))["kernels"]
+    with open(doit.path("mobile", "relax_build", "stage.json")) as f:
+        defaults = set(json.load(f)["result"]["default_schedules"])
+    depthwise = [k for k in kernels if "depthwise_conv2d_NCHWc" in k]
+    blocked = [k for k in kernels if "conv2d_NCHWc" in k and k not in depthwise]
+    assert len(set(depthwise)) == 3 and len(set(blocked)) == 5, kernels
+    assert set(depthwise + blocked) <= defaults
+    assert all("maximum" in k and "minimum" in k for k in depthwise), depthwise   # ReLU6 fused
+    assert not [k for k in kernels if k.startswith(("maximum", "minimum", "fused_maximum"))], kernels
+    assert len([k for k in kernels if "layout_transform" in k]) <= 2, kernels      # in, out
+    for report in ("report.json", "report.threads.json"):
+        assert json.load(open(doit.path("mobile", report)))["passed"] is True

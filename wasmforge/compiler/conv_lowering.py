@@ -26,33 +26,51 @@ from __future__ import annotations
 import re
 
 OP = "relax.nn.conv2d"
+DEPTHWISE_BLOCK = "depthwise_conv2d_NCHWc"
 _BLOCKED = re.compile(r"NCHW(\d+)c")
 WINOGRAD_TILE = 4            # F(4x4, 3x3): alpha = 6
 WINOGRAD_MIN_CHANNELS = 16   # below this the transforms cost more than the multiplies saved
 
 
-def layouts(block: int, in_block: int | None = None) -> list[str]:
+def layouts(block: int, in_block: int | None = None, depthwise: bool = False) -> list[str]:
     """ConvertLayout's desired layouts (data, weight, output) for a channel block; the input
-    channels' block is ``in_block`` when it differs (``channel_blocks``)."""
+    channels' block is ``in_block`` when it differs (``channel_blocks``). A depthwise
+    convolution's weights have one input channel: ``OIHW1i<b>o``."""
     if not block:
         return ["NCHW", "OIHW", "NCHW"]
     ib = in_block or block
-    return [f"NCHW{ib}c", f"OIHW{ib}i{block}o", f"NCHW{block}c"]
+    return [f"NCHW{ib}c", f"OIHW{1 if depthwise else ib}i{block}o", f"NCHW{block}c"]
+
+
+def is_depthwise(in_channels: int, out_channels: int, groups: int) -> bool:
+    """One group per channel, one output channel per input channel."""
+    return groups > 1 and groups == in_channels == out_channels
 
 
 def channel_blocks(in_channels: int, out_channels: int, groups: int, block: int) -> tuple[int, int] | None:
-    """The (input, output) channel blocks a convolution takes, or None to stay NCHW (groups:
-    a group boundary inside a block would mix groups).
+    """The (input, output) channel blocks a convolution takes, or None to stay NCHW.
 
     Whole blocks of ``block`` channels where they divide; else blocks of ``block`` / 2 or / 4
     (at least 4: one vector), e.g. a classifier's 1000 output channels in blocks of 8. A
     convolution with fewer input channels than a block (a network's first, on RGB) takes them
-    all as one block, NCHW<in>c."""
-    if block <= 0 or groups != 1:
+    all as one block, NCHW<in>c. A grouped convolution's blocks must divide each group's
+    input and output channels (a block never mixes groups), and its input block is the one its
+    producer's output takes (the largest that divides all the input channels: TVM cannot
+    re-block 16c as 8c); a depthwise one (``is_depthwise``) takes the same block for its input
+    and output. Depthwise with a channel multiplier stays NCHW."""
+    if block <= 0 or groups < 1 or in_channels % groups or out_channels % groups:
         return None
     sizes = [b for b in (block, block // 2, block // 4) if b >= 4]
-    outs = [b for b in sizes if out_channels % b == 0]
-    ins = [in_channels] if in_channels < block else [b for b in sizes if in_channels % b == 0]
+    if is_depthwise(in_channels, out_channels, groups):
+        fit = [b for b in sizes if in_channels % b == 0]
+        return (fit[0], fit[0]) if fit else None
+    if groups > 1 and in_channels // groups == 1:
+        return None
+    gin, gout = in_channels // groups, out_channels // groups
+    outs = [b for b in sizes if gout % b == 0]
+    ins = [in_channels] if groups == 1 and in_channels < block else [b for b in sizes if in_channels % b == 0]
+    if ins and gin % ins[0]:   # the block its producer's output takes must not cross a group
+        return None
     return (ins[0], outs[0]) if ins and outs else None
 
 
@@ -80,34 +98,67 @@ def _choose(block: int, winograd: bool):
         in_ch, out_ch = _shape(call.args[0])[1], _shape(call.args[1])[0]
         plain = a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and not (winograd and _winograd_call(call))
         if plain and (blocks := channel_blocks(in_ch, out_ch, int(a.groups), block)):
-            return {OP: layouts(blocks[1], in_block=blocks[0])}
+            return {OP: layouts(blocks[1], in_block=blocks[0], depthwise=is_depthwise(in_ch, out_ch, int(a.groups)))}
         # a convolution left out must say NCHW explicitly: with no entry, ConvertLayout would
         # try to keep its producer's blocked layout and fail
         return {OP: layouts(0)}
     return choose
 
 
-def conv2d_nchwc(data, kernel, strides, padding, dilation):
-    """data [n, C/b, h, w, b] (x) kernel [O/b', C/b, kh, kw, b, b'] -> [n, O/b', oh, ow, b']."""
-    from tvm import te, topi
+def _padded_size(data, kernel_hw, strides, padding, dilation):
+    """(possibly padded data, oh, ow) of a blocked convolution's input [n, C/b, h, w, b]."""
+    from tvm import topi
 
-    n, in_chunks, ih, iw, in_block = (int(x) for x in data.shape)
-    out_chunks, _, kh, kw, _, out_block = (int(x) for x in kernel.shape)
-    sh, sw = (int(s) for s in strides)
-    dh, dw = (int(d) for d in dilation)
+    ih, iw = (int(x) for x in data.shape[2:4])
+    (kh, kw), (sh, sw), (dh, dw) = kernel_hw, (int(s) for s in strides), (int(d) for d in dilation)
     pt, pl, pb, pr = (int(p) for p in padding)
     oh = (ih + pt + pb - (kh - 1) * dh - 1) // sh + 1
     ow = (iw + pl + pr - (kw - 1) * dw - 1) // sw + 1
     if pt or pl or pb or pr:
         data = topi.nn.pad(data, (0, 0, pt, pl, 0), (0, 0, pb, pr, 0), name="data_pad")
-    rc = te.reduce_axis((0, in_chunks), name="rc")
+    return data, oh, ow
+
+
+def depthwise_conv2d_nchwc(data, kernel, strides, padding, dilation):
+    """Depthwise: data [n, C/b, h, w, b] (x) kernel [C/b, 1, kh, kw, 1, b] -> [n, C/b, oh, ow, b];
+    each of a block's ``b`` lanes is one channel, so the lanes are the vector."""
+    from tvm import te
+
+    n, chunks, _, _, lanes = (int(x) for x in data.shape)
+    kh, kw = (int(x) for x in kernel.shape[2:4])
+    (sh, sw), (dh, dw) = (int(s) for s in strides), (int(d) for d in dilation)
+    data, oh, ow = _padded_size(data, (kh, kw), strides, padding, dilation)
+    rh = te.reduce_axis((0, kh), name="rh")
+    rw = te.reduce_axis((0, kw), name="rw")
+    return te.compute(
+        (n, chunks, oh, ow, lanes),
+        lambda b, c, y, x, j: te.sum(data[b, c, y * sh + rh * dh, x * sw + rw * dw, j] * kernel[c, 0, rh, rw, 0, j],
+                                     axis=[rh, rw]),
+        name=DEPTHWISE_BLOCK)
+
+
+def conv2d_nchwc(data, kernel, strides, padding, dilation, groups: int = 1):
+    """data [n, C/b, h, w, b] (x) kernel [O/b', C/g/b, kh, kw, b, b'] -> [n, O/b', oh, ow, b'];
+    with ``groups`` > 1, output block ``oc`` reads its group's input blocks only."""
+    from tvm import te
+
+    n, in_block = int(data.shape[0]), int(data.shape[4])
+    out_chunks, group_in_chunks, kh, kw, _, out_block = (int(x) for x in kernel.shape)
+    (sh, sw), (dh, dw) = (int(s) for s in strides), (int(d) for d in dilation)
+    data, oh, ow = _padded_size(data, (kh, kw), strides, padding, dilation)
+    rc = te.reduce_axis((0, group_in_chunks), name="rc")
     rh = te.reduce_axis((0, kh), name="rh")
     rw = te.reduce_axis((0, kw), name="rw")
     rb = te.reduce_axis((0, in_block), name="rb")
+    group_out_chunks = out_chunks // groups
+
+    def in_chunk(oc):   # input block rc of output block oc's group
+        return rc if groups == 1 else oc // group_out_chunks * group_in_chunks + rc
+
     return te.compute(
         (n, out_chunks, oh, ow, out_block),
         lambda b, oc, y, x, ob: te.sum(
-            data[b, rc, y * sh + rh * dh, x * sw + rw * dw, rb] * kernel[oc, rc, rh, rw, rb, ob],
+            data[b, in_chunk(oc), y * sh + rh * dh, x * sw + rw * dw, rb] * kernel[oc, rc, rh, rw, rb, ob],
             axis=[rc, rh, rw, rb]),
         name="conv2d_NCHWc")
 
@@ -208,9 +259,16 @@ def legalizer(winograd: bool):
 
         a = call.attrs
         bi, bo = _BLOCKED.fullmatch(str(a.data_layout)), _BLOCKED.fullmatch(str(a.out_layout))
+        groups = int(a.groups)
         if bi and bo and str(a.kernel_layout) == f"OIHW{bi.group(1)}i{bo.group(1)}o":
-            return bb.call_te(conv2d_nchwc, call.args[0], call.args[1], a.strides, a.padding, a.dilation,
+            if groups == 1:
+                return bb.call_te(conv2d_nchwc, call.args[0], call.args[1], a.strides, a.padding, a.dilation,
+                                  primfunc_name_hint="conv2d_NCHWc")
+            return bb.call_te(conv2d_nchwc, call.args[0], call.args[1], a.strides, a.padding, a.dilation, groups,
                               primfunc_name_hint="conv2d_NCHWc")
+        if bi and bo and bi.group(1) == bo.group(1) and str(a.kernel_layout) == f"OIHW1i{bo.group(1)}o":
+            return bb.call_te(depthwise_conv2d_nchwc, call.args[0], call.args[1], a.strides, a.padding,
+                              a.dilation, primfunc_name_hint=DEPTHWISE_BLOCK)
         if (winograd and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW" and str(a.out_layout) == "NCHW"
                 and _winograd_call(call) and call.args[0].ty.dtype == "float32"):
             w = bb.emit_te(winograd_weight, call.args[1], primfunc_name_hint="winograd_weight")
@@ -262,6 +320,6 @@ def passes(block: int, winograd: bool) -> list:
 
 
 def pass_names(block: int, winograd: bool) -> list[str]:
-    return (["RemoveInferenceDropout", "DeadCodeElimination", f"ConvertLayout(NCHW{block}c or /2, /4{', not Winograd' if winograd else ''})",
+    return (["RemoveInferenceDropout", "DeadCodeElimination", f"ConvertLayout(NCHW{block}c or /2, /4, grouped, depthwise{', not Winograd' if winograd else ''})",
              "Normalize"] if block else []) + \
         [f"LegalizeOps(conv_lowering, winograd={'F(%dx%d,3x3)' % (WINOGRAD_TILE, WINOGRAD_TILE) if winograd else 'off'})"]

@@ -1,0 +1,80 @@
+"""A register-tiled default schedule for blocked depthwise convolutions
+(``conv_lowering.depthwise_conv2d_nchwc``: MobileNet's 3x3 convolutions, one channel each).
+
+The block is ``out[n, c, y, x, j] = sum over rh, rw of data[n, c, y*s + rh, x*s + rw, j] *
+w[c, rh, rw, j]``: the ``b`` lanes ``j`` of a channel block are ``b`` channels, each with its
+own filter, so the lanes are the vector and there is no reduction over channels. The tile is
+a few output pixels along the row by the block's lanes (up to 8 accumulator vectors), over a
+reduction of the kernel's rows and columns that is not unrolled (as ``microkernel``'s
+convolution tiles: Cranelift keeps loads where they are, so an unrolled body spills); the
+epilogue (bias, ReLU6) runs on each tile while it is hot. The channel blocks and rows are one
+parallel loop: the threads variant splits it over every core.
+
+Pure functions: ``extents`` finds the block, ``candidate`` picks the tile by rule,
+``schedule`` applies it (a traced ``Schedule``).
+"""
+from __future__ import annotations
+
+from wasmforge.compiler.conv_lowering import DEPTHWISE_BLOCK as BLOCK
+
+MAX_ACCUMULATORS = 8    # 4-lane vectors a tile keeps in registers
+PIXEL_TILES = (8, 7, 4, 3, 2, 1)   # output pixels along the row, preferred first
+
+
+def extents(mod) -> list[int] | None:
+    """The loop extents ``[n, c, y, x, j, rh, rw]`` of the depthwise block, or None."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(mod)
+    if BLOCK not in [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]:
+        return None
+    loops = sch.get_loops(sch.get_sblock(BLOCK))
+    try:
+        ext = [int(sch.get(lp).extent) for lp in loops]
+    except TypeError:
+        return None
+    return ext if len(ext) == 7 else None
+
+
+def candidate(ext: list[int]) -> dict | None:
+    """The widest pixel tile that divides the row and keeps at most ``MAX_ACCUMULATORS``
+    vectors of ``j`` lanes."""
+    _n, _c, _y, x, lanes, _rh, _rw = ext
+    if lanes % 4:
+        return None
+    for px in PIXEL_TILES:
+        if x % px == 0 and px * lanes // 4 <= MAX_ACCUMULATORS:
+            return {"pixels": px}
+    return None
+
+
+def schedule(mod, cand: dict):
+    """``mod``'s depthwise convolution tiled as ``cand`` says, its epilogue fused per tile."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(mod)
+    conv = sch.get_sblock(BLOCK)
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    after = names[names.index(BLOCK) + 1:]
+    for name in reversed(after[:-1]):
+        sch.compute_inline(sch.get_sblock(name))
+    n, c, y, x, j, rh, rw = sch.get_loops(conv)
+    xo, xi = sch.split(x, [None, cand["pixels"]], preserve_unit_iters=True)
+    sch.reorder(n, c, y, xo, rh, rw, xi, j)
+    last = sch.get_sblock(after[-1]) if after else sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_at(last, xo, preserve_unit_loops=True)
+    sch.parallel(sch.fuse(n, c, y))
+    sch.unroll(xi)
+    sch.vectorize(j)
+    sch.vectorize(sch.get_loops(last)[-1])
+    sch.decompose_reduction(conv, rh)
+    return sch
+
+
+def default_candidate(mod):
+    """``(candidate, schedule)`` for a depthwise convolution no tuning record covers, or None."""
+    ext = extents(mod)
+    if ext is None:
+        return None
+    cand = candidate(ext)
+    return (cand, schedule) if cand else None
