@@ -8,3 +8,8 @@ model("bvlc_alexnet", source=zoo("bvlc_alexnet"))
 # 550 MB module (untuned, it ran 8.2 s per inference with Winograd, 23 s without)
 model("vgg19", source=zoo("vgg19"), winograd=False)
 model("inception_v1", source=zoo("inception_v1"))
+model("densenet121", source=zoo("densenet121"))
+# inception_v2 is not declared: no seeded weights make its output depend on its input
+# (materialize refuses them)
+model("shufflenet", source=zoo("shufflenet"))
+model("zfnet512", source=zoo("zfnet512"))

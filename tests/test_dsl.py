@@ -47,6 +47,14 @@ def test_unknown_zoo_model_lists_the_known_ones():
         dsl.zoo("resnet51")
 
 
+def test_generated_models_in_toml(tmp_path, empty_registry):
+    (tmp_path / "g.toml").write_text('name = "enc"\ngenerated = "text_encoder"\nseed = 3\n')
+    assert dsl.model_from_toml(str(tmp_path / "g.toml")).source == dsl.Generated("text_encoder", 3)
+    (tmp_path / "h.toml").write_text('name = "h"\ngenerated = "lenet"\n')
+    with pytest.raises(dsl.DeclarationError, match=r"h.toml: unknown generated model 'lenet'; known: text_encoder"):
+        dsl.model_from_toml(str(tmp_path / "h.toml"))
+
+
 def test_toml_declaration(tmp_path):
     (tmp_path / "t.toml").write_text('name = "t"\nonnx = "t.onnx"\nseeds = [4]\n[inputs]\nx = [1, 2]\n'
                                      '[tolerance]\nrtol = 0.01\n')

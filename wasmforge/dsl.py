@@ -54,6 +54,24 @@ def zoo(name: str, seed: int = 0) -> Zoo:
     return Zoo(name, seed)
 
 
+GENERATED_MODELS = ("text_encoder", "mobilenet_v2")   # wasmforge/generators.py
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A model this repository writes as an ONNX graph with seeded weights
+    (``wasmforge/generators.py``): a BERT-style encoder, a MobileNetV2."""
+
+    name: str
+    seed: int = 0
+
+
+def generated(name: str, seed: int = 0) -> Generated:
+    if name not in GENERATED_MODELS:
+        raise DeclarationError(f"unknown generated model {name!r}; known: {', '.join(GENERATED_MODELS)}")
+    return Generated(name, seed)
+
+
 @dataclass(frozen=True)
 class Tolerance:
     """When the wasm module agrees with onnxruntime.
@@ -71,7 +89,7 @@ class Tolerance:
 @dataclass(frozen=True)
 class Model:
     name: str
-    source: str | Zoo                     # path of a user's .onnx file, or a zoo model
+    source: str | Zoo | Generated         # path of a user's .onnx file, a zoo or a generated model
     declared_in: str
     inputs: tuple[tuple[str, tuple[int, ...]], ...] = ()   # static shape overrides
     seeds: tuple[int, ...] = (1, 2, 3)    # validation inputs, drawn N(0, 1) from these seeds
@@ -116,7 +134,7 @@ def _shown(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
-def model(name: str, onnx: str | None = None, source: Zoo | None = None, *,
+def model(name: str, onnx: str | None = None, source: Zoo | Generated | None = None, *,
           inputs: dict[str, tuple[int, ...]] | None = None, seeds=(1, 2, 3),
           tolerance: Tolerance | None = None, mattr=("+simd128",), conv_block: int = 16,
           winograd: bool = True, opt_level: str = "-O3", tuning_log: str = "", tune_trials: int = 1000,
@@ -138,9 +156,10 @@ def model(name: str, onnx: str | None = None, source: Zoo | None = None, *,
     if not isinstance(name, str) or not _NAME.match(name):
         raise bad("name must match [a-z][a-z0-9_]* (it names build/<name>/ and doit tasks)")
     if (onnx is None) == (source is None):
-        raise bad("give exactly one of onnx='path/to/model.onnx' or source=zoo('resnet50')")
+        raise bad("give exactly one of onnx='path/to/model.onnx', source=zoo('resnet50') or "
+                  "source=generated('mobilenet_v2')")
     if onnx is not None:
-        src: str | Zoo = os.path.normpath(os.path.join(os.path.dirname(decl_file), onnx))
+        src: str | Zoo | Generated = os.path.normpath(os.path.join(os.path.dirname(decl_file), onnx))
     else:
         src = source  # type: ignore[assignment]
     if inputs is not None and not isinstance(inputs, dict):
@@ -214,7 +233,7 @@ def model_from_toml(path: str) -> Model:
             data = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise DeclarationError(f"{rel}: cannot read model declaration: {e}") from e
-    known = {"name", "onnx", "zoo", "seed", "inputs", "seeds", "tolerance", "mattr", "conv_block",
+    known = {"name", "onnx", "zoo", "generated", "seed", "inputs", "seeds", "tolerance", "mattr", "conv_block",
              "winograd", "opt_level", "tuning_log", "tune_trials", "version", "reference", "ranges"}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -223,7 +242,10 @@ def model_from_toml(path: str) -> Model:
         raise DeclarationError(f"{rel}: missing key 'name'")
     onnx = data.get("onnx")
     try:
-        source = zoo(data["zoo"], data.get("seed", 0)) if "zoo" in data else None
+        source = (zoo(data["zoo"], data.get("seed", 0)) if "zoo" in data else
+                  generated(data["generated"], data.get("seed", 0)) if "generated" in data else None)
+        if "zoo" in data and "generated" in data:
+            raise DeclarationError("give one of zoo and generated")
     except DeclarationError as e:
         raise DeclarationError(f"{rel}: {e}") from None
     tol = None

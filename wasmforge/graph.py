@@ -25,8 +25,8 @@ from typing import Callable
 
 from doit.dependency import FileChangedChecker
 
-from wasmforge import ROOT, references, toolchain
-from wasmforge.dsl import Model, Zoo
+from wasmforge import ROOT, generators, references, toolchain
+from wasmforge.dsl import Generated, Model, Zoo
 from wasmforge.errors import StageError
 from wasmforge.stages import (
     emit,
@@ -64,7 +64,7 @@ THREADS = Variant("threads", "_threads", ".threads", 2)
 
 # every stage's doc, in build order: the table doit lists and the README mirrors
 STAGE_DOCS = {
-    "materialize": "zoo models: seeded, calibrated weights for the ONNX zoo's light graphs",
+    "materialize": "zoo models: seeded, calibrated weights for the ONNX zoo's light graphs; generated models: their graph",
     "import": "ONNX -> Relax IRModule",
     "relax_build": "Relax -> lowered module for wasm32 (tuning log applied when present)",
     "emit": "lowered kernels -> wasm32 object with the system-lib constructor",
@@ -102,7 +102,7 @@ class Paths:
 
     @property
     def source(self) -> str:
-        if isinstance(self.model.source, Zoo):
+        if isinstance(self.model.source, (Zoo, Generated)):
             return self.stage("materialize", "source.onnx")
         return self.model.source
 
@@ -207,6 +207,10 @@ def stages(m: Model) -> list[Stage]:
     build_config = {"params": asdict(build), "passes": relax_build.pass_names(build), "tools": tvm}
     emit_config = {"params": asdict(build), "tools": tvm}
 
+    if isinstance(m.source, Generated):
+        add("materialize", generators, {}, outs("materialize", "source.onnx"),
+            {"params": asdict(m.source), "tools": _py("onnx", "onnxruntime", "numpy")},
+            lambda st: generators.run(m.source.name, m.source.seed, p.source))
     if isinstance(m.source, Zoo):
         add("materialize", materialize, {"zoo": materialize.zoo_path(m.source.name)},
             outs("materialize", "source.onnx"),
