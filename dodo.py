@@ -60,7 +60,15 @@ def task_build():
 
 
 def task_bench():
-    """benchmark the built module against onnxruntime native and onnxruntime-web (always runs)"""
+    """benchmark the built module against onnxruntime native and onnxruntime-web (always runs);
+    bench:all, the suite: every suite model paired with onnxruntime-web on 1 and 2 threads ->
+    build/bench/summary.json and suite.svg"""
+    from wasmforge.bench.suite import SUITE
+
+    suite = [m for m in SUITE if m in MODELS]
+    yield {"name": "all", "actions": [PY[:2] + ["wasmforge.bench.suite", "--models", ",".join(suite)]],
+           "task_dep": [f"build:{m}" for m in suite], "uptodate": [False], "verbosity": 2,
+           "doc": "the benchmark suite (WASMFORGE_BENCH_TURNS turns a model, 8)"}
     for name in sorted(MODELS):
         p = graph.Paths(MODELS[name])
         yield {"name": name, "actions": [PY + ["bench", name]],
