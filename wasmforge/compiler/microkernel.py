@@ -287,19 +287,21 @@ def apply_default_schedules(mod):
     """Each convolution kernel that no tuning record scheduled gets one grid schedule, picked
     by rule (``default_candidate``), each matrix product a register tile
     (``dense.default_candidate``), each depthwise convolution one too
-    (``depthwise.default_candidate``): a model nobody has tuned still runs register-tiled,
+    (``depthwise.default_candidate``) and each 1x1 convolution left NCHW
+    (``pointwise.default_candidate``): a model nobody has tuned still runs register-tiled,
     parallel convolutions and products. Returns the module and the kernels' names."""
     import tvm
     from tvm.s_tir import ScheduleError
 
-    from wasmforge.compiler import dense, depthwise
+    from wasmforge.compiler import dense, depthwise, pointwise
 
     done = {}
     for gv, f in mod.functions_items():
         if not isinstance(f, tvm.tirx.PrimFunc) or (f.attrs is not None and f.attrs.get("tirx.is_scheduled", False)):
             continue
         kernel = tvm.IRModule({"main": f})
-        picked = default_candidate(kernel) or dense.default_candidate(kernel) or depthwise.default_candidate(kernel)
+        picked = (default_candidate(kernel) or dense.default_candidate(kernel) or depthwise.default_candidate(kernel)
+                  or pointwise.default_candidate(kernel))
         if picked is None:
             continue
         cand, schedule = picked
