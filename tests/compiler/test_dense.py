@@ -59,6 +59,40 @@ def test_the_tile_is_the_first_that_divides_the_product():
     assert dense.candidate({"batch": [1], "rows": 6, "cols": 6, "depth": 20}) is None   # no 4 lanes
 
 
+def test_one_row_by_weights_beyond_the_caches_streams_them():
+    fc6 = {"batch": [], "rows": 1, "cols": 4096, "depth": 9216}     # AlexNet's first fully connected layer
+    assert dense.candidate(fc6) == {"stream": 2048, "rows_at_once": 8}
+    assert dense.candidate({**fc6, "depth": 4098}) == {"stream": 2048, "rows_at_once": 2}
+    assert dense.candidate({**fc6, "cols": 4094}) is None                               # no 4 lanes
+    assert "stream" not in dense.candidate({**fc6, "rows": 4})                          # a tile's
+    assert "stream" not in dense.candidate({"batch": [1], "rows": 1, "cols": 256, "depth": 256})   # in cache
+
+
+def test_a_streamed_product_validates(doit, tmp_path):
+    """x[1, 1024] -> MatMul 1024 x 1024 (4 MB) + bias -> Relu: streamed, on 1 and 2 threads."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+         helper.make_node("Relu", ["a"], ["y"])], "fc",
+        [helper.make_tensor_value_info("x", T.FLOAT, [1, 1024])], [helper.make_tensor_value_info("y", T.FLOAT, [1, 1024])],
+        [numpy_helper.from_array((rng.standard_normal((1024, 1024)) / 32).astype(np.float32), "W"),
+         numpy_helper.from_array((rng.standard_normal(1024) * 0.1).astype(np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "decls" / "fc.onnx"))
+    doit.declare("fc.toml", 'name = "fc"\nonnx = "fc.onnx"\n')
+    doit("build:fc")
+    with open(doit.path("fc", "relax_build", "stage.json")) as f:
+        assert json.load(f)["result"]["default_schedules"] == ["fused_matmul_add_relu"]
+    for report in ("report.json", "report.threads.json"):
+        with open(doit.path("fc", report)) as f:
+            assert json.load(f)["passed"] is True
+
+
 def test_products_take_the_default_schedule_and_validate(doit, tmp_path):
     make_products_onnx(tmp_path / "decls" / "products.onnx")
     doit.declare("products.toml", 'name = "products"\nonnx = "products.onnx"\n')
