@@ -304,8 +304,11 @@ def test_grid_candidates_keep_the_register_tile_small_and_cover_the_loops():
         assert all(t[1] == 1 for t in tiles[5:])                 # the reduction is one serial loop each
     assert {c["tiles"][1][0] for c in cands} == {2, 4, 8}        # parallel tasks
     assert {c["tiles"][3][3] for c in cands} == {1, 2, 7}        # 14 columns: no tile of 3 or 4
-    # one block of output channels: one parallel task
-    assert {c["tiles"][1][0] for c in candidates([1, 1, 8, 8, 16, 1, 3, 3, 3])} == {1}
+    # one block of output channels, or a number no split divides: the rows run in parallel
+    for ext in ([1, 1, 8, 8, 16, 1, 3, 3, 3], [1, 125, 13, 13, 8, 32, 1, 1, 16]):
+        cands = candidates(ext)
+        assert {c["tiles"][1][0] for c in cands} == {1}
+        assert all(c["tiles"][2][0] * c["tiles"][2][3] == ext[2] for c in cands)
 
 
 def test_winograd_grid_schedules_compute_the_same_convolution():

@@ -98,8 +98,11 @@ def candidates(extents: list[int]) -> list[dict]:
         if y % ty or x % tx:
             continue
         for par in [n for n in PARALLEL_SPLITS if oc % n == 0] or [1]:
+            # channel blocks no split divides (SqueezeNet's classifier: 125 blocks of 8):
+            # the rows of tiles run in parallel instead
+            rows = [y // ty, 1, 1, ty] if par == 1 else [1, y // ty, 1, ty]
             for pixels_outer in (False, True):
-                out.append({"tiles": [[1, b, 1, 1], [par, oc // par, 1, 1], [1, y // ty, 1, ty], [1, x // tx, 1, tx],
+                out.append({"tiles": [[1, b, 1, 1], [par, oc // par, 1, 1], rows, [1, x // tx, 1, tx],
                                       [1, 1, 1, ob], [rc, 1], [rh, 1], [rw, 1], [rb, 1]],
                             "pixels_outer": pixels_outer})
     return out
