@@ -26,6 +26,8 @@ rule, ``schedule`` applies it (a traced ``Schedule``).
 """
 from __future__ import annotations
 
+from wasmforge.compiler import tiles
+
 BLOCK = "matmul"
 # (rows, cols) register tiles, preferred first: 4 x 8 (8 accumulator vectors, 2 of B, a
 # broadcast of A: 11 of x86-64's 16 vector registers) and its neighbours for shapes it
@@ -40,8 +42,7 @@ def extents(mod) -> dict | None:
     from tvm import s_tir, tirx
 
     sch = s_tir.Schedule(mod)
-    blocks = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
-    if BLOCK not in blocks:
+    if BLOCK not in tiles.block_names(sch):
         return None
     block = sch.get(sch.get_sblock(BLOCK))
     iters = list(block.iter_vars)
@@ -108,18 +109,14 @@ def stream_schedule(mod, cand: dict):
 
     sch = s_tir.Schedule(mod)
     mm = sch.get_sblock(BLOCK)
-    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
-    after = names[names.index(BLOCK) + 1:]
-    for name in reversed(after[:-1]):
-        sch.compute_inline(sch.get_sblock(name))
+    last = tiles.epilogue(sch, BLOCK)
     *batch, i, j, k = sch.get_loops(mm)
     jo, ji = sch.split(j, [None, cand["stream"]], preserve_unit_iters=True)
     jv, jl = sch.split(ji, [None, LANES], preserve_unit_iters=True)
     ko, ki = sch.split(k, [None, cand["rows_at_once"]], preserve_unit_iters=True)
     sch.reorder(*batch, i, jo, ko, jv, ki, jl)
     sch.unroll(ki)
-    if after:
-        last = sch.get_sblock(after[-1])
+    if last is not None:
         sch.reverse_compute_at(last, jo, preserve_unit_loops=True)
         lo, li = sch.split(sch.get_loops(last)[-1], [None, LANES], preserve_unit_iters=True)
         sch.vectorize(li)
@@ -137,31 +134,14 @@ def schedule(mod, cand: dict):
         return stream_schedule(mod, cand)
     sch = s_tir.Schedule(mod)
     mm = sch.get_sblock(BLOCK)
-    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
-    after = names[names.index(BLOCK) + 1:]
-    for name in reversed(after[:-1]):      # the epilogue's chain, into its last block
-        sch.compute_inline(sch.get_sblock(name))
+    last = tiles.epilogue(sch, BLOCK)
     *batch, i, j, k = sch.get_loops(mm)
     io, ii = sch.split(i, [None, cand["rows"]], preserve_unit_iters=True)
     jo, ji = sch.split(j, [None, cand["cols"]], preserve_unit_iters=True)
     sch.reorder(*batch, jo, io, k, ii, ji)
-    if after:
-        last = sch.get_sblock(after[-1])
-    else:                                  # accumulate in registers, then store the tile
-        last = sch.cache_write(mm, 0, "local")
-    sch.reverse_compute_at(last, io, preserve_unit_loops=True)
-    sch.parallel(sch.fuse(*batch, jo, io))
-    sch.unroll(ii)
-    sch.vectorize(ji)
-    sch.vectorize(sch.get_loops(last)[-1])
-    sch.decompose_reduction(mm, k)
+    tiles.finish(sch, mm, last, io, [*batch, jo, io], ii, ji, k)
     return sch
 
 
-def default_candidate(mod):
-    """``(candidate, schedule)`` for a matrix product no tuning record covers, or None."""
-    ext = extents(mod)
-    if ext is None:
-        return None
-    cand = candidate(ext)
-    return (cand, schedule) if cand else None
+# ``(candidate, schedule)`` for a matrix product no tuning record covers, or None
+default_candidate = tiles.by_rule(extents, candidate, schedule)

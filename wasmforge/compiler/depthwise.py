@@ -15,6 +15,7 @@ Pure functions: ``extents`` finds the block, ``candidate`` picks the tile by rul
 """
 from __future__ import annotations
 
+from wasmforge.compiler import tiles
 from wasmforge.compiler.conv_lowering import DEPTHWISE_BLOCK as BLOCK
 
 MAX_ACCUMULATORS = 8    # 4-lane vectors a tile keeps in registers
@@ -26,7 +27,7 @@ def extents(mod) -> list[int] | None:
     from tvm import s_tir
 
     sch = s_tir.Schedule(mod)
-    if BLOCK not in [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]:
+    if BLOCK not in tiles.block_names(sch):
         return None
     loops = sch.get_loops(sch.get_sblock(BLOCK))
     try:
@@ -54,27 +55,13 @@ def schedule(mod, cand: dict):
 
     sch = s_tir.Schedule(mod)
     conv = sch.get_sblock(BLOCK)
-    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
-    after = names[names.index(BLOCK) + 1:]
-    for name in reversed(after[:-1]):
-        sch.compute_inline(sch.get_sblock(name))
+    last = tiles.epilogue(sch, BLOCK)
     n, c, y, x, j, rh, rw = sch.get_loops(conv)
     xo, xi = sch.split(x, [None, cand["pixels"]], preserve_unit_iters=True)
     sch.reorder(n, c, y, xo, rh, rw, xi, j)
-    last = sch.get_sblock(after[-1]) if after else sch.cache_write(conv, 0, "local")
-    sch.reverse_compute_at(last, xo, preserve_unit_loops=True)
-    sch.parallel(sch.fuse(n, c, y))
-    sch.unroll(xi)
-    sch.vectorize(j)
-    sch.vectorize(sch.get_loops(last)[-1])
-    sch.decompose_reduction(conv, rh)
+    tiles.finish(sch, conv, last, xo, [n, c, y], xi, j, rh)
     return sch
 
 
-def default_candidate(mod):
-    """``(candidate, schedule)`` for a depthwise convolution no tuning record covers, or None."""
-    ext = extents(mod)
-    if ext is None:
-        return None
-    cand = candidate(ext)
-    return (cand, schedule) if cand else None
+# ``(candidate, schedule)`` for a depthwise convolution no tuning record covers, or None
+default_candidate = tiles.by_rule(extents, candidate, schedule)

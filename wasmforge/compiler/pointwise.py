@@ -15,6 +15,8 @@ Pure functions: ``extents`` finds the block, ``candidate`` picks the tile by rul
 """
 from __future__ import annotations
 
+from wasmforge.compiler import tiles
+
 BLOCKS = ("conv2d_nchw", "group_conv2d_nchw")   # TOPI's NCHW convolutions
 # (output channels, pixels of a row) register tiles, preferred first: 4 x 8 is 8 accumulator
 # vectors; 7 pixels for the rows of 7, 14 and 28
@@ -27,7 +29,7 @@ def extents(mod) -> dict | None:
     from tvm import s_tir
 
     sch = s_tir.Schedule(mod)
-    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    names = tiles.block_names(sch)
     block = next((b for b in BLOCKS if b in names), None)
     if block is None:
         return None
@@ -57,29 +59,17 @@ def schedule(mod, cand: dict):
 
     sch = s_tir.Schedule(mod)
     conv = sch.get_sblock(cand["block"])
-    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
-    before, after = names[:names.index(cand["block"])], names[names.index(cand["block"]) + 1:]
-    for name in before:                   # the (no-op) padding copy
+    names = tiles.block_names(sch)
+    for name in names[:names.index(cand["block"])]:   # the (no-op) padding copy
         sch.compute_inline(sch.get_sblock(name))
-    for name in reversed(after[:-1]):     # the epilogue's chain, into its last block
-        sch.compute_inline(sch.get_sblock(name))
+    last = tiles.epilogue(sch, cand["block"])
     n, o, y, x, c, kh, kw = sch.get_loops(conv)
     oo, oi = sch.split(o, [None, cand["rows"]], preserve_unit_iters=True)
     xo, xi = sch.split(x, [None, cand["cols"]], preserve_unit_iters=True)
     sch.reorder(n, oo, y, xo, c, kh, kw, oi, xi)
-    last = sch.get_sblock(after[-1]) if after else sch.cache_write(conv, 0, "local")
-    sch.reverse_compute_at(last, xo, preserve_unit_loops=True)
-    sch.parallel(sch.fuse(n, oo, y, xo))
-    sch.unroll(oi)
-    sch.vectorize(xi)
-    sch.decompose_reduction(conv, c)
+    tiles.finish(sch, conv, last, xo, [n, oo, y, xo], oi, xi, c)
     return sch
 
 
-def default_candidate(mod):
-    """``(candidate, schedule)`` for such a convolution no tuning record covers, or None."""
-    ext = extents(mod)
-    if ext is None:
-        return None
-    cand = candidate(ext)
-    return (cand, schedule) if cand else None
+# ``(candidate, schedule)`` for such a convolution no tuning record covers, or None
+default_candidate = tiles.by_rule(extents, candidate, schedule)

@@ -25,7 +25,7 @@ from wasmforge.store import files
 STAGE = "relax_build"
 # what the stage runs: part of its key (microkernel imports TVM, so it is imported late)
 CODE = (__file__, conv_lowering.__file__,
-        *(os.path.join(os.path.dirname(conv_lowering.__file__), f) for f in ("microkernel.py", "dense.py", "depthwise.py", "pointwise.py")))
+        *(os.path.join(os.path.dirname(conv_lowering.__file__), f) for f in ("microkernel.py", "tiles.py", "dense.py", "depthwise.py", "pointwise.py")))
 TUNING_FILES = ("database_workload.json", "database_tuning_record.json")
 
 

@@ -1,0 +1,42 @@
+"""What the default register tiles (``dense``, ``depthwise``, ``pointwise``) share: the
+epilogue fused into the tile, the tile's common end, and the rule that picks one."""
+from __future__ import annotations
+
+
+def block_names(sch) -> list[str]:
+    return [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+
+
+def epilogue(sch, block: str):
+    """Inline the element-wise chain after ``block`` (bias, batch norm, activation, residual
+    add) into its last block, and return that block; None when ``block`` is the last."""
+    names = block_names(sch)
+    after = names[names.index(block) + 1:]
+    for name in reversed(after[:-1]):
+        sch.compute_inline(sch.get_sblock(name))
+    return sch.get_sblock(after[-1]) if after else None
+
+
+def finish(sch, block, last, tile_loop, parallel: list, unrolled, vector, reduction) -> None:
+    """The end every tile shares: the epilogue ``last`` (or, without one, a local
+    accumulator stored after the tile) computed under ``tile_loop``; the ``parallel`` loops
+    fused into one parallel loop; ``unrolled`` unrolled and ``vector`` vectorized (and the
+    epilogue's innermost loop); the sums zeroed before the ``reduction`` loop."""
+    last = last or sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(last, tile_loop, preserve_unit_loops=True)
+    sch.parallel(sch.fuse(*parallel))
+    if unrolled is not None:
+        sch.unroll(unrolled)
+    sch.vectorize(vector)
+    sch.vectorize(sch.get_loops(last)[-1])
+    sch.decompose_reduction(block, reduction)
+
+
+def by_rule(extents, candidate, schedule):
+    """A ``default_candidate(mod)``: ``(candidate, schedule)`` for a kernel ``extents``
+    recognizes and ``candidate`` finds a tile for, else None."""
+    def default_candidate(mod):
+        ext = extents(mod)
+        cand = candidate(ext) if ext is not None else None
+        return (cand, schedule) if cand else None
+    return default_candidate
