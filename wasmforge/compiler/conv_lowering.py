@@ -53,11 +53,11 @@ def channel_blocks(in_channels: int, out_channels: int, groups: int, block: int)
     Whole blocks of ``block`` channels where they divide; else blocks of ``block`` / 2 or / 4
     (at least 4: one vector), e.g. a classifier's 1000 output channels in blocks of 8. A
     convolution with fewer input channels than a block (a network's first, on RGB) takes them
-    all as one block, NCHW<in>c. A grouped convolution's blocks must divide each group's
-    input and output channels (a block never mixes groups), and its input block is the one its
-    producer's output takes (the largest that divides all the input channels: TVM cannot
-    re-block 16c as 8c); a depthwise one (``is_depthwise``) takes the same block for its input
-    and output. Depthwise with a channel multiplier stays NCHW."""
+    all as one block, NCHW<in>c. Every tensor takes the largest block that divides its
+    channels, so a tensor's producer and its readers agree on it (TVM cannot re-block 16c as
+    8c); a grouped convolution stays NCHW where that block would cross a group, and a
+    depthwise one (``is_depthwise``) takes the same block for its input and output. Depthwise
+    with a channel multiplier stays NCHW."""
     if block <= 0 or groups < 1 or in_channels % groups or out_channels % groups:
         return None
     sizes = [b for b in (block, block // 2, block // 4) if b >= 4]
@@ -66,12 +66,15 @@ def channel_blocks(in_channels: int, out_channels: int, groups: int, block: int)
         return (fit[0], fit[0]) if fit else None
     if groups > 1 and in_channels // groups == 1:
         return None
-    gin, gout = in_channels // groups, out_channels // groups
-    outs = [b for b in sizes if gout % b == 0]
+    outs = [b for b in sizes if out_channels % b == 0]
     ins = [in_channels] if groups == 1 and in_channels < block else [b for b in sizes if in_channels % b == 0]
-    if ins and gin % ins[0]:   # the block its producer's output takes must not cross a group
+    if not ins or not outs:
         return None
-    return (ins[0], outs[0]) if ins and outs else None
+    # every tensor takes the largest block that divides its channels, whoever makes or reads
+    # it; in a grouped convolution, that block must not cross a group
+    if (in_channels // groups) % ins[0] or (out_channels // groups) % outs[0]:
+        return None
+    return ins[0], outs[0]
 
 
 def winograd_ok(kernel: tuple[int, int], strides, dilation, groups: int, in_channels: int,
