@@ -21,7 +21,9 @@ from wasmforge.errors import StageError
 from wasmforge.stages import executor_plan
 from wasmforge.stages.executor_plan import (
     ALIGN,
+    BEYOND_WASM32,
     DL_DTYPES,
+    WASM32_MEMORY,
     Call,
     Program,
     Tensor,
@@ -30,6 +32,7 @@ from wasmforge.stages.executor_plan import (
     nbytes,
     plan_arena,
     storage_intervals,
+    tensor_beyond_wasm32,
 )
 from wasmforge.store import files
 
@@ -277,25 +280,20 @@ def check_io(prog: Program, io: dict, path: str) -> None:
                                               f"the model {d['shape']} {d['dtype']}")
 
 
-WASM32_MEMORY = 4 << 30   # a wasm32 module addresses 4 GiB, all of it
-
-
 def check_memory(prog: Program, io: dict, arena_bytes: int, weights_bytes: int, path: str) -> None:
     """Refuse a plan a wasm32 module cannot hold: a tensor of 4 GiB or more, or inputs,
     outputs, arena and weights that together exceed the 4 GiB address space."""
     named = [(f"input {d['name']!r}", tid) for d, (_, tid) in zip(io["inputs"], prog.inputs)]
     named += [(f"output {d['name']!r}", tid) for d, tid in zip(io["outputs"], prog.outputs)]
     for what, tid in named:
-        t = prog.tensors[tid]
-        if (size := nbytes(t.shape, t.dtype)) >= WASM32_MEMORY:
-            raise StageError(STAGE, path, f"{what} ({list(t.shape)} {t.dtype}) is {size:,} bytes: more than "
-                                          f"a wasm32 module can address ({WASM32_MEMORY:,} bytes, 4 GiB)")
+        if problem := tensor_beyond_wasm32(what, prog.tensors[tid].shape, prog.tensors[tid].dtype):
+            raise StageError(STAGE, path, problem)
     io_bytes = sum(align(nbytes(prog.tensors[tid].shape, prog.tensors[tid].dtype)) for _, tid in named)
     total = arena_bytes + weights_bytes + io_bytes
     if total >= WASM32_MEMORY:
         raise StageError(STAGE, path, f"the model needs {total:,} bytes of memory (arena {arena_bytes:,}, "
-                                      f"weights {weights_bytes:,}, inputs and outputs {io_bytes:,}): more than "
-                                      f"a wasm32 module can address ({WASM32_MEMORY:,} bytes, 4 GiB)")
+                                      f"weights {weights_bytes:,}, inputs and outputs {io_bytes:,}): "
+                                      f"{BEYOND_WASM32}")
 
 
 def run(lowered_json: str, io_json: str, out_dir: str) -> dict:

@@ -34,6 +34,16 @@ def align(n: int, a: int = ALIGN) -> int:
     return (n + a - 1) // a * a
 
 
+WASM32_MEMORY = 4 << 30   # a wasm32 module addresses 4 GiB, all of it
+BEYOND_WASM32 = f"more than a wasm32 module can address ({WASM32_MEMORY:,} bytes, 4 GiB)"
+
+
+def tensor_beyond_wasm32(what: str, shape, dtype: str) -> str | None:
+    """The problem with a tensor of 4 GiB or more (``what`` names it), or None."""
+    size = nbytes(shape, dtype)
+    return f"{what} ({list(shape)} {dtype}) is {size:,} bytes: {BEYOND_WASM32}" if size >= WASM32_MEMORY else None
+
+
 # ---------------------------------------------------------------- the program
 
 @dataclass

@@ -10,20 +10,17 @@ rewrites what TVM's ONNX frontend imports badly.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
-import numpy as np
-
 from wasmforge.compiler import frontend
 from wasmforge.errors import StageError
+from wasmforge.stages import executor_plan
 from wasmforge.store import files
 
 STAGE = "import"
-CODE = (__file__, frontend.__file__)   # what the stage runs: part of its key
+CODE = (__file__, frontend.__file__, executor_plan.__file__)   # what the stage runs: part of its key
 
-WASM32_MEMORY = 4 << 30   # a wasm32 module addresses 4 GiB, all of it
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
                 9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
 
@@ -176,10 +173,8 @@ def graph_inputs(model, overrides: dict[str, tuple[int, ...]], path: str) -> lis
                         STAGE, path,
                         f"input {i.name!r} has a dynamic dimension {sym!r}; dynamic shapes are not "
                         f"supported: pin it in the declaration, e.g. inputs={{{i.name!r}: (1, ...)}}")
-        size = math.prod(shape) * np.dtype(dtype).itemsize
-        if size >= WASM32_MEMORY:
-            raise StageError(STAGE, path, f"input {i.name!r} ({shape} {dtype}) is {size:,} bytes: more than a "
-                                          f"wasm32 module can address ({WASM32_MEMORY:,} bytes, 4 GiB)")
+        if problem := executor_plan.tensor_beyond_wasm32(f"input {i.name!r}", shape, dtype):
+            raise StageError(STAGE, path, problem)
         out.append({"name": i.name, "shape": shape, "dtype": dtype})
     if not out:
         raise StageError(STAGE, path, "the model has no inputs")
