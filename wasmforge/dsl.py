@@ -129,7 +129,8 @@ def _caller_file() -> str:
     return os.path.join(ROOT, "<unknown>")
 
 
-def _shown(path: str) -> str:
+def shown(path: str) -> str:
+    """A path as messages and reports name it: relative to the checkout when inside it."""
     rel = os.path.relpath(path, ROOT)
     return path if rel.startswith("..") else rel
 
@@ -148,7 +149,7 @@ def model(name: str, onnx: str | None = None, source: Zoo | Generated | None = N
     ``ranges``: per input, the ``[low, high)`` its validation inputs are drawn from (uniform;
     integers for integer inputs), e.g. ``{"ids": (0, 30522)}`` or ``{"x": (0.0, 1.0)}``."""
     decl_file = os.path.abspath(declared_in) if declared_in else _caller_file()
-    where = _shown(decl_file)
+    where = shown(decl_file)
 
     def bad(msg: str) -> DeclarationError:
         return DeclarationError(f"{where}: model {name!r}: {msg}")
@@ -227,7 +228,7 @@ def model(name: str, onnx: str | None = None, source: Zoo | Generated | None = N
 
 def model_from_toml(path: str) -> Model:
     """Declare a model from a TOML file (keys as ``model()``'s arguments)."""
-    rel = _shown(os.path.abspath(path))
+    rel = shown(os.path.abspath(path))
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

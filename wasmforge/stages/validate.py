@@ -19,7 +19,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from wasmforge import ROOT, references
+from wasmforge import dsl, references
 from wasmforge.dsl import Tolerance
 from wasmforge.engines import wasmbin
 from wasmforge.errors import StageError
@@ -134,7 +134,7 @@ def _first_line(e: Exception) -> str:
     return (text.splitlines()[0] if text else type(e).__name__)[:400]
 
 
-def _cases(model, onnx_path: str, seeds, reference_sets, sess, ort_problem, ranges: dict) -> list:
+def _cases(model, onnx_path: str, seeds, reference_sets, sess, ort_problem, bounds: dict, ranges: dict) -> list:
     """What the module is checked on: (label, feeds, expected outputs by name). The seeded
     inputs against onnxruntime when it runs the model, and every declared reference set."""
     names = [o["name"] for o in model.outputs]
@@ -144,7 +144,6 @@ def _cases(model, onnx_path: str, seeds, reference_sets, sess, ort_problem, rang
                                            f"the model (inputs: {[i['name'] for i in model.inputs]})")
     cases = []
     if sess is not None:
-        bounds = index_bounds(onnx_path)
         for seed in seeds:
             feeds = seeded_inputs(model.inputs, seed, bounds, ranges)
             try:
@@ -157,7 +156,7 @@ def _cases(model, onnx_path: str, seeds, reference_sets, sess, ort_problem, rang
     for path in reference_sets:
         try:
             ref = references.load(path, [i["name"] for i in model.inputs], names)
-            cases.append(({"reference": shown(path)}, references.check_against(ref, model.inputs),
+            cases.append(({"reference": dsl.shown(path)}, references.check_against(ref, model.inputs),
                           ref.outputs))
         except references.ReferenceError as e:
             raise StageError(STAGE, path, str(e)) from None
@@ -167,12 +166,6 @@ def _cases(model, onnx_path: str, seeds, reference_sets, sess, ort_problem, rang
                                            "declare them (reference = an .npz or test_data_set_N folders, "
                                            "see docs/validation.md)")
     return cases, ort_problem
-
-
-def shown(path: str) -> str:
-    """A path as the report names it: relative to the checkout when inside it."""
-    rel = os.path.relpath(path, ROOT)
-    return path if rel.startswith("..") else rel
 
 
 def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str, str],
@@ -195,15 +188,12 @@ def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str,
     imports = wasmbin.imports(data)
     non_wasi = [f"{i['module']}.{i['name']}" for i in imports if not wasmbin.allowed_import(i, threads > 1)]
     sess, ort_problem = onnxruntime_session(onnx_path)
+    bounds = index_bounds(onnx_path)
     model = WasmModel(wasm, threads=threads)
-    try:
-        cases, ort_problem = _cases(model, onnx_path, seeds, reference_sets, sess, ort_problem, ranges or {})
-        reference = WasmModel(same_as) if same_as else None
-    except Exception:
-        model.close()
-        raise
     results = []
     try:
+        cases, ort_problem = _cases(model, onnx_path, seeds, reference_sets, sess, ort_problem, bounds, ranges or {})
+        reference = WasmModel(same_as) if same_as else None
         for label, feeds, want in cases:
             t = time.perf_counter()
             got = model.run(feeds)
@@ -229,12 +219,12 @@ def run(wasm: str, onnx_path: str, seeds, tol: Tolerance, stage_files: dict[str,
     if not onnxruntime["ran"]:
         onnxruntime["problem"] = ort_problem or "onnxruntime fails on the seeded inputs"
     report = {"model": model.metadata.get("model"), "passed": passed, "threads": threads,
-              "onnxruntime": onnxruntime, "references": [shown(r) for r in reference_sets],
+              "onnxruntime": onnxruntime, "references": [dsl.shown(r) for r in reference_sets],
               "tolerance": {**asdict(tol), "rule": "|wasm - ref| <= atol + rtol * max|ref| per output, ref "
                                                    "being onnxruntime's output or a declared reference's; "
                                                    "top-1 identical; top-5 overlap >= min_top5; a NaN where "
                                                    "ref has one agrees (nan_agreed)"},
-              "index_bounds": index_bounds(onnx_path), "ranges": ranges or {}, "inputs": results, "imports": [f"{i['module']}.{i['name']}" for i in imports],
+              "index_bounds": bounds, "ranges": ranges or {}, "inputs": results, "imports": [f"{i['module']}.{i['name']}" for i in imports],
               "non_wasi_imports": non_wasi, "stage_seconds": times, "sizes": sizes,
               "module": os.path.relpath(published) if passed else None,
               "module_sha256": digests.file_sha256(wasm), "metadata": model.metadata}
