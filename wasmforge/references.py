@@ -59,7 +59,8 @@ def files_of(path: str) -> list[str]:
     return sorted(os.path.join(path, f) for f in os.listdir(path) if _PB.match(f))
 
 
-def _tensor(path: str) -> np.ndarray:
+def read_tensor(path: str) -> np.ndarray:
+    """A serialized ONNX ``TensorProto`` as an array."""
     import onnx
     from onnx import numpy_helper
 
@@ -94,7 +95,7 @@ def load(path: str, input_names: list[str], output_names: list[str]) -> Referenc
             names, into = (input_names, ins) if kind == "input" else (output_names, outs)
             if int(k) >= len(names):
                 raise ReferenceError(f"{f}: the model has {len(names)} {kind}s, no {kind} {k}")
-            into[names[int(k)]] = _tensor(f)
+            into[names[int(k)]] = read_tensor(f)
     missing = [n for n in input_names if n not in ins]
     if missing:
         raise ReferenceError(f"{path}: no value for the model's inputs {missing}")

@@ -73,7 +73,8 @@ def pinned_inputs(case: Case) -> dict[str, list[int]]:
     """The shapes of the inputs whose graph shape is not static, as the first reference set
     gives them (a backend test model may leave its batch or length dimensions open)."""
     import onnx
-    from onnx import numpy_helper
+
+    from wasmforge.references import read_tensor
 
     model = onnx.load(case.onnx, load_external_data=False)
     inits = {i.name for i in model.graph.initializer}
@@ -86,10 +87,7 @@ def pinned_inputs(case: Case) -> dict[str, list[int]]:
         pb = os.path.join(first, f"input_{k}.pb")
         if static or not os.path.isfile(pb):
             continue
-        t = onnx.TensorProto()
-        with open(pb, "rb") as f:
-            t.ParseFromString(f.read())
-        shape = list(numpy_helper.to_array(t).shape)
+        shape = list(read_tensor(pb).shape)
         if shape and all(d > 0 for d in shape):
             out[vi.name] = shape
     return out
