@@ -162,12 +162,24 @@ def test_winograd_ok(kernel, strides, dilation, groups, in_ch, out_ch, ok):
     assert conv_lowering.winograd_ok(kernel, strides, dilation, groups, in_ch, out_ch) is ok
 
 
+def save_classifier(path, name: str, nodes, inits, side: int) -> str:
+    """Save a graph of x[1, 3, side, side] -> y[1, 10] (opset 17) at ``path``."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", T.FLOAT, [1, 3, side, side])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
 def make_mixed_onnx(path):
     """stem 3->16 (blocked NCHW3c -> NCHW16c: its 3 channels are one block), 16->32 stride 2 + BN + ReLU (blocked), 1x1
     32->32 + residual (blocked), a grouped dilated conv (blocked, 16 channels a group) and a
     3x3 32->24 conv (Winograd), global pool, gemm, softmax."""
-    import onnx
-    from onnx import TensorProto as T
     from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(3)
@@ -198,12 +210,7 @@ def make_mixed_onnx(path):
         helper.make_node("Gemm", ["f", "G", "C"], ["l"], transB=1),
         helper.make_node("Softmax", ["l"], ["y"], axis=1),
     ]
-    graph = helper.make_graph(nodes, "mixed", [helper.make_tensor_value_info("x", T.FLOAT, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return str(path)
+    return save_classifier(path, "mixed", nodes, inits, side=16)
 
 
 def test_blocked_and_plain_convolutions_validate_against_onnxruntime(doit, tmp_path):
@@ -243,8 +250,6 @@ def make_mobile_onnx(path):
     """A MobileNet's pieces: ReLU6 as Clip, depthwise 3x3 convolutions (stride 1 and 2, on
     16 and 24 channels: blocks of 16 and 8), a grouped convolution (2 groups of 16), a
     grouped 1x1 one that stays NCHW (4 groups of 8), an inverted residual, global pool, gemm."""
-    import onnx
-    from onnx import TensorProto as T
     from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(4)
@@ -274,12 +279,7 @@ def make_mobile_onnx(path):
     nodes += [helper.make_node("GlobalAveragePool", [x], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
               helper.make_node("Gemm", ["f", "G"], ["y"], transB=1)]
     inits.append(numpy_helper.from_array(rng.normal(0, 0.3, (10, 24)).astype(np.float32), "G"))
-    graph = helper.make_graph(nodes, "mobile", [helper.make_tensor_value_info("x", T.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return str(path)
+    return save_classifier(path, "mobile", nodes, inits, side=32)
 
 
 def test_depthwise_grouped_and_relu6_take_default_schedules_and_validate(doit, tmp_path):

@@ -24,17 +24,7 @@ PIXEL_TILES = (8, 7, 4, 3, 2, 1)   # output pixels along the row, preferred firs
 
 def extents(mod) -> list[int] | None:
     """The loop extents ``[n, c, y, x, j, rh, rw]`` of the depthwise block, or None."""
-    from tvm import s_tir
-
-    sch = s_tir.Schedule(mod)
-    if BLOCK not in tiles.block_names(sch):
-        return None
-    loops = sch.get_loops(sch.get_sblock(BLOCK))
-    try:
-        ext = [int(sch.get(lp).extent) for lp in loops]
-    except TypeError:
-        return None
-    return ext if len(ext) == 7 else None
+    return tiles.loop_extents(mod, BLOCK, 7)
 
 
 def candidate(ext: list[int]) -> dict | None:

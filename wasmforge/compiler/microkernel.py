@@ -34,6 +34,8 @@ candidate (as a traced ``Schedule``, so it can be a tuning record), and
 
 from __future__ import annotations
 
+from wasmforge.compiler import tiles
+
 CONV_BLOCK = "conv2d_NCHWc"   # the block conv_lowering.conv2d_nchwc computes
 GEMM_BLOCK = "bgemm"          # the batched GEMM of conv_lowering.conv2d_winograd
 # output pixels per register tile (rows, columns). Up to 2 pixels (8 accumulators) fit the
@@ -52,30 +54,15 @@ GEMM_MAX_ACCUMULATORS = 16    # vectors: p tile x lanes / 4
 INVERSE_LANES = (None, 4)     # the inverse transform: scalar, or 4 output channels a vector
 
 
-def _extents(mod, block: str, n: int) -> list[int] | None:
-    from tvm import s_tir
-
-    sch = s_tir.Schedule(mod)
-    if block not in [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]:
-        return None     # (another kind of kernel: a pool, ...)
-    loops = sch.get_loops(sch.get_sblock(block))
-    if len(loops) != n:
-        return None
-    try:
-        return [int(sch.get(lp).extent) for lp in loops]
-    except TypeError:   # a symbolic extent (a dynamic shape)
-        return None
-
-
 def conv_extents(mod) -> list[int] | None:
     """The loop extents ``[b, oc, y, x, ob, rc, rh, rw, rb]`` of the workload's blocked
     convolution, or None when it has none (not a kernel this space covers)."""
-    return _extents(mod, CONV_BLOCK, 9)
+    return tiles.loop_extents(mod, CONV_BLOCK, 9)
 
 
 def gemm_extents(mod) -> list[int] | None:
     """The loop extents ``[e, n, o, p, ci]`` of the workload's Winograd GEMM, or None."""
-    return _extents(mod, GEMM_BLOCK, 5)
+    return tiles.loop_extents(mod, GEMM_BLOCK, 5)
 
 
 def space(mod):
@@ -120,11 +107,7 @@ def schedule(mod, cand: dict):
 
     sch = s_tir.Schedule(mod)
     conv = sch.get_sblock(CONV_BLOCK)
-    root = sch.get_sblock("root")
-    names = [sch.get(b).name_hint for b in sch.get_child_blocks(root)]
-    after = names[names.index(CONV_BLOCK) + 1:]
-    for name in reversed(after[:-1]):      # the epilogue's chain, into its last block
-        sch.compute_inline(sch.get_sblock(name))
+    last = tiles.epilogue(sch, CONV_BLOCK)
     splits = [sch.split(lp, factors=f, preserve_unit_iters=True)
               for lp, f in zip(sch.get_loops(conv), cand["tiles"])]
     spatial, reduce = splits[:5], splits[5:]
@@ -134,13 +117,13 @@ def schedule(mod, cand: dict):
     order = ([s[0] for s in spatial] + tile + [r[0] for r in reduce] + [s[2] for s in spatial]
              + [r[1] for r in reduce] + [s[3] for s in spatial])
     sch.reorder(*order)
-    if after:
-        sch.reverse_compute_at(sch.get_sblock(after[-1]), order[9], preserve_unit_loops=True)
+    if last is not None:
+        sch.reverse_compute_at(last, order[9], preserve_unit_loops=True)
     outer = sch.fuse(*order[:5])
     sch.parallel(outer)
     sch.vectorize(order[-1])
-    if after:
-        sch.vectorize(sch.get_loops(sch.get_sblock(after[-1]))[-1])
+    if last is not None:
+        sch.vectorize(sch.get_loops(last)[-1])
     sch.decompose_reduction(conv, sch.get_loops(conv)[6])   # zero the tile before the reduction
     return sch
 

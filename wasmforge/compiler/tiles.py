@@ -1,10 +1,29 @@
-"""What the default register tiles (``dense``, ``depthwise``, ``pointwise``) share: the
-epilogue fused into the tile, the tile's common end, and the rule that picks one."""
+"""What the register tiles share (``microkernel``'s grid, and the default tiles of ``dense``,
+``depthwise`` and ``pointwise``): finding a kernel's loops, the epilogue fused into the
+tile, the tile's common end, and the rule that picks one."""
 from __future__ import annotations
 
 
 def block_names(sch) -> list[str]:
     return [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+
+
+def loop_extents(mod, block: str, n: int) -> list[int] | None:
+    """The extents of the ``n`` loops around ``block`` in ``mod``'s one kernel, or None when
+    it has no such block (another kind of kernel), another loop nest, or a symbolic extent
+    (a dynamic shape)."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(mod)
+    if block not in block_names(sch):
+        return None
+    loops = sch.get_loops(sch.get_sblock(block))
+    if len(loops) != n:
+        return None
+    try:
+        return [int(sch.get(lp).extent) for lp in loops]
+    except TypeError:
+        return None
 
 
 def epilogue(sch, block: str):
