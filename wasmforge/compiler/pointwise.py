@@ -6,9 +6,10 @@ A 1x1, stride-1, unpadded convolution in NCHW is a matrix product per group:
 ``out[o, p] = sum over c of w[o, c] * in[group(o) + c, p]`` over the pixels ``p`` of the
 image, which are contiguous. So the tile is a few output channels by a vector of pixels of one
 row (a tile never straddles rows: the epilogue computed under it covers exactly the tile),
-accumulated over the input channels in a loop that is not unrolled (as ``dense``: each iteration broadcasts one weight per channel row and loads one
-vector row of pixels), the per-channel epilogue (bias, batch norm, ReLU) applied to each tile
-while it is hot, and the tiles in one parallel loop.
+accumulated over the input channels in a loop that is not unrolled (as ``dense``: each
+iteration broadcasts one weight per output channel and loads one vector of pixels), the
+per-channel epilogue (bias, batch norm, ReLU) applied to each tile while it is hot, and the
+tiles in one parallel loop.
 
 Pure functions: ``extents`` finds the block, ``candidate`` picks the tile by rule,
 ``schedule`` applies it (a traced ``Schedule``).

@@ -188,7 +188,7 @@ def graph_inputs(model, overrides: dict[str, tuple[int, ...]], path: str) -> lis
 
 def failing_node(e: BaseException) -> str:
     """The ONNX node TVM's importer was converting when it raised ``e`` (its converter loop
-    holds it as ``node``), as "operator 'Expand' (node 'n', opset 9)"; else "the model"."""
+    holds it as ``node``), as "operator 'Expand' (node 'n')"; else "the model"."""
     tb, node = e.__traceback__, None
     while tb is not None:
         candidate = tb.tb_frame.f_locals.get("node")
