@@ -25,6 +25,9 @@ def test_the_sample_builds_with_no_crash_and_no_wrong_answer(doit):
                 report = json.load(f)
             assert report["passed"] and any("reference" in r for r in report["inputs"])
             assert os.path.isfile(doit.path("conformance", case["name"], f"{case['name']}.wasm"))
+    # what compiler/frontend.py rewrites: TVM alone asserts on the first, cannot lower the second
+    passed = {c["name"] for c in summary["cases"] if c["outcome"] == "passed"}
+    assert {"test_prelu_2d_multiparam", "test_operator_max"} <= passed
     refused = {c["name"]: c["reason"] for c in summary["cases"] if c["outcome"] == "refused"}
     assert "Gradient" in refused["test_gradient_of_add"]
     assert "string" in refused["test_strnorm_model_monday_casesensintive_lower"]
