@@ -115,6 +115,44 @@ def test_blocked_kernel_matches_the_definition(stride, pads, dilation):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_pointwise_tiles_take_whole_rows():
+    from wasmforge.compiler import pointwise
+
+    # ShuffleNet's images: 7 rows of 7 (49 pixels, the last vector partial), 2 rows of 14, one of 28
+    assert [pointwise.image_rows(n, n) for n in (7, 14, 28, 56)] == [7, 2, 1, 1]
+    assert pointwise.image_rows(13, 13) is None            # 13 pixels too few, 169 too many
+    ext = {"block": "group_conv2d_nchw", "out": 32, "height": 2, "width": 8, "depth": 8}
+    assert pointwise.candidate(ext) == {"block": "group_conv2d_nchw", "rows": 4, "cols": 8}   # one row's vector
+    assert pointwise.candidate({**ext, "height": 14, "width": 14})["image_rows"] == 2
+
+
+@pytest.mark.parametrize("hw, groups", [((7, 7), 4), ((14, 14), 2), ((2, 8), 4), ((4, 12), 1)])
+def test_pointwise_schedule_matches_the_definition(hw, groups):
+    """The NCHW 1x1 tile, with a ReLU epilogue, on whole rows (49 pixels: a partial last
+    vector; 2 rows of 14) and on one row's vector, compiled for the host and run."""
+    import tvm
+    from tvm import te, topi
+
+    from wasmforge.compiler import pointwise
+
+    c, o = 24, 16
+    rng = np.random.default_rng(len(hw) + hw[0])
+    x = rng.standard_normal((1, c, *hw)).astype(np.float32)
+    w = rng.standard_normal((o, c // groups, 1, 1)).astype(np.float32)
+    data, kernel = te.placeholder(x.shape, name="data"), te.placeholder(w.shape, name="kernel")
+    conv = topi.nn.group_conv2d_nchw(data, kernel, 1, 0, 1, groups) if groups > 1 else \
+        topi.nn.conv2d_nchw(data, kernel, 1, 0, 1)
+    out = topi.nn.relu(conv)
+    mod = tvm.IRModule({"main": te.create_prim_func([data, kernel, out])})
+    cand = pointwise.candidate(pointwise.extents(mod))
+    assert ("image_rows" in cand) == (hw[0] * hw[1] >= 24), cand
+    f = tvm.compile(pointwise.schedule(mod, cand).mod, target="llvm")
+    got = tvm.runtime.tensor(np.zeros((1, o, *hw), np.float32))
+    f(tvm.runtime.tensor(x), tvm.runtime.tensor(w), got)
+    want = np.maximum(reference_conv(x, w, (1, 1), (0, 0, 0, 0), (1, 1), groups), 0)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("hw, pads", [(8, (1, 1, 1, 1)), (7, (1, 1, 1, 1)), (27, (1, 1, 1, 1)), (9, (0, 0, 0, 0))])
 def test_winograd_matches_the_definition(hw, pads):
     """F(4x4, 3x3) with the weight transform as the build does it, on sizes that are and are
