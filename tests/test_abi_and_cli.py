@@ -71,6 +71,8 @@ def test_tune_refuses_options_it_would_ignore(opts, problem):
     ({"cache": "miss", "passed": False}, "miss, FAILED"),
     ({"cache": "hit local", "kernels": 3, "tuning_log": [], "tuning": None, "default_schedules": []},
      "hit local, 3 kernels, 0 from the tuning log, 0 default schedules"),
+    ({"cache": "miss", "kernels": 9, "tuning_log": [], "tuning": None, "default_schedules": ["a"],
+      "parallel_loops": ["b", "c"]}, "miss, 9 kernels, 0 from the tuning log, 1 default schedules, 2 parallel loops"),
     ({"cache": "miss", "bytes_before": 2_000_000, "bytes_after": 1_500_000, "flags": []}, "miss, 2.0 -> 1.5 MB"),
     ({"cache": "miss", "something": "new"}, "miss"),
 ])

@@ -63,7 +63,8 @@ def summary(stage: str, result: dict) -> str:
     elif "tuning_log" in r:   # relax_build
         tuned = len((r.get("tuning") or {}).get("tuned_kernels", []))
         figure = (f"{r['kernels']} kernels, {tuned} from the tuning log, "
-                  f"{len(r.get('default_schedules') or [])} default schedules")
+                  f"{len(r.get('default_schedules') or [])} default schedules"
+                  + (f", {len(r['parallel_loops'])} parallel loops" if "parallel_loops" in r else ""))
     elif "kernels" in r:
         figure = f"{r['kernels']} kernels"
     elif "arena_bytes" in r:

@@ -7,8 +7,10 @@ it badly or not at all. Three kinds of fix, each small and exact (the same value
   constant bounds as Relax ``maximum``/``minimum`` on a scalar, which the convolutions'
   layout pass carries through (TVM's emits opaque kernels, and a MobileNet's every ReLU6
   then costs two layout transforms).
-- Relax rewrites after it (``pairwise_max_min``): ``Max``/``Min`` as pairwise ops, not
-  ``stack`` + reduce.
+- Relax rewrites after it (``pairwise_max_min``, ``constant_powers``): ``Max``/``Min`` as
+  pairwise ops, not ``stack`` + reduce; ``x ** 0.75`` (an LRN's, as in Inception) and other
+  small constant powers as square roots and products, not ``powf`` (a libm call per element
+  in wasm, where ``sqrt`` is one instruction on four lanes).
 """
 from __future__ import annotations
 
@@ -160,4 +162,62 @@ def pairwise_max_min(mod):
             return functools.reduce(lambda a, b: self.builder_.normalize(fold(a, b)), list(src.args[0].fields))
 
     mod["main"] = Pairwise().visit_expr(mod["main"])
+    return relax.transform.DeadCodeElimination()(mod)
+
+
+def _power_as_roots(x, exponent: float, emit):
+    """``x ** exponent`` with square roots and products, for the exponents ``POWERS`` lists
+    (the same values as ``powf`` up to rounding, NaN where it gives NaN); None for others."""
+    from tvm import relax
+
+    sqrt = relax.op.sqrt
+    if exponent == 1.0:
+        return x
+    if exponent == 2.0:
+        return emit(relax.op.multiply(x, x))
+    if exponent == 0.5:
+        return emit(sqrt(x))
+    if exponent == 0.25:
+        return emit(sqrt(emit(sqrt(x))))
+    if exponent == 0.75:
+        root = emit(sqrt(x))
+        return emit(relax.op.multiply(root, emit(sqrt(root))))
+    return None
+
+
+POWERS = (0.25, 0.5, 0.75, 1.0, 2.0)
+
+
+def constant_powers(mod):
+    """``power(x, c)`` with a scalar constant ``c`` in ``POWERS`` as ``_power_as_roots``
+    writes it: elementwise kernels that fuse and vectorize, where ``powf`` is a call per
+    element (an Inception's LRN spent 5% of the model in it)."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class Powers(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if getattr(call.op, "name", None) != "relax.power" or len(call.args) != 2:
+                return call
+            c = call.args[1]
+            if not isinstance(c, tvm.ir.expr.Constant) or "float" not in str(c.value.dtype):
+                return call
+            value = np.asarray(c.value.numpy())
+            if value.size != 1:
+                return call
+            x = call.args[0]
+            try:
+                same = [int(d) for d in call.ty.shape] == [int(d) for d in x.ty.shape]
+            except (TypeError, AttributeError):     # a symbolic or unknown shape
+                same = False
+            if not same:               # (the constant broadcasts x: leave it as it is)
+                return call
+            out = _power_as_roots(x, float(value.reshape(())),
+                                  lambda e: self.builder_.normalize(e))
+            return call if out is None else out
+
+    mod["main"] = Powers().visit_expr(mod["main"])
     return relax.transform.DeadCodeElimination()(mod)

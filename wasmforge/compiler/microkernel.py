@@ -274,27 +274,34 @@ def apply_default_schedules(mod):
     by rule (``default_candidate``), each matrix product a register tile
     (``dense.default_candidate``), each depthwise convolution one too
     (``depthwise.default_candidate``) and each 1x1 convolution left NCHW
-    (``pointwise.default_candidate``): a model nobody has tuned still runs register-tiled,
-    parallel convolutions and products. Returns the module and the kernels' names."""
+    (``pointwise.default_candidate``), and each kernel with no product a parallel loop
+    (``spatial.default_candidate``): a model nobody has tuned still runs register-tiled,
+    parallel convolutions and products, and parallel pools, concatenations and layout
+    transforms. Returns the module, the names of the kernels given a register tile, and the
+    names of those given a parallel loop."""
     import tvm
     from tvm.s_tir import ScheduleError
 
-    from wasmforge.compiler import dense, depthwise, pointwise
+    from wasmforge.compiler import dense, depthwise, pointwise, spatial
 
-    done = {}
+    done, parallel = {}, set()
     for gv, f in mod.functions_items():
         if not isinstance(f, tvm.tirx.PrimFunc) or (f.attrs is not None and f.attrs.get("tirx.is_scheduled", False)):
             continue
         kernel = tvm.IRModule({"main": f})
         picked = (default_candidate(kernel) or dense.default_candidate(kernel) or depthwise.default_candidate(kernel)
                   or pointwise.default_candidate(kernel))
+        if picked is None and (picked := spatial.default_candidate(kernel)) is not None:
+            parallel.add(gv)
         if picked is None:
             continue
         cand, schedule = picked
         try:
             done[gv] = schedule(kernel, cand).mod["main"].with_attr("tirx.is_scheduled", True)
         except ScheduleError:     # (an epilogue this schedule cannot fuse: left as it is)
+            parallel.discard(gv)
             continue
     for gv, f in done.items():
         mod[gv] = f
-    return mod, sorted(gv.name_hint for gv in done)
+    return (mod, sorted(gv.name_hint for gv in done if gv not in parallel),
+            sorted(gv.name_hint for gv in parallel))

@@ -6,8 +6,9 @@ with weights re-laid or transformed at build time (``conv_lowering.py``; a model
 declaration can turn either off), and when the model has a tuning log (a MetaSchedule
 database directory), its schedules are applied right after fusion. A convolution without a
 record takes one of ``microkernel``'s grid schedules, picked by rule
-(``microkernel.apply_default_schedules``);
-other kernels without records keep TVM's default, unscheduled loops. The names of every pass
+(``microkernel.apply_default_schedules``), and so do matrix products, depthwise and NCHW 1x1
+convolutions; the other kernels without records (pools, concatenations, layout transforms,
+softmax) take a parallel loop (``spatial``). The names of every pass
 are part of the stage key.
 
 Output: ``lowered.json``: Relax ``main`` lowered to VM builtins and kernel calls, plus the
@@ -25,7 +26,8 @@ from wasmforge.store import files
 STAGE = "relax_build"
 # what the stage runs: part of its key (microkernel imports TVM, so it is imported late)
 CODE = (__file__, conv_lowering.__file__,
-        *(os.path.join(os.path.dirname(conv_lowering.__file__), f) for f in ("microkernel.py", "tiles.py", "dense.py", "depthwise.py", "pointwise.py")))
+        *(os.path.join(os.path.dirname(conv_lowering.__file__), f) for f in ("microkernel.py", "tiles.py", "dense.py", "depthwise.py", "pointwise.py",
+                                                                            "spatial.py")))
 TUNING_FILES = ("database_workload.json", "database_tuning_record.json")
 
 
@@ -247,7 +249,7 @@ def run(module_json: str, log_dir: str, p: BuildParams, out: str, threads_log_di
                     mod = tvm.transform.Sequential(tuning_passes(tgt, True))(mod)
             from wasmforge.compiler import microkernel
 
-            mod, defaults = microkernel.apply_default_schedules(mod)
+            mod, defaults, parallel = microkernel.apply_default_schedules(mod)
             mod = tvm.transform.Sequential(lowering_passes(tgt))(mod)
     except Exception as e:   # TVM's passes raise its own errors, and asserts in its operator library
         lines = str(e).strip().splitlines()
@@ -262,5 +264,5 @@ def run(module_json: str, log_dir: str, p: BuildParams, out: str, threads_log_di
                                              "inputs or a constant (TVM folded every operator away)")
     files.write_bytes(out, tvm.ir.save_json(mod).encode())
     return {"kernels": kernels, "tuning_log": [os.path.basename(f) for f in logs], "tuning": tuning,
-            "default_schedules": defaults,
+            "default_schedules": defaults, "parallel_loops": parallel,
             **({"threads_tuning_log": [os.path.basename(f) for f in first]} if threads_log_dir else {})}
