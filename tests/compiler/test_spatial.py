@@ -1,6 +1,6 @@
 """The parallel default schedule of kernels with no product (wasmforge/compiler/spatial.py):
-which kernels it takes, and pools, concatenations, layout transforms and softmax scheduled
-by it, compiled for the host and run against numpy."""
+which kernels it takes, and element-wise chains, concatenations, layout transforms, a pool
+and softmax scheduled by it, compiled for the host and run against numpy."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,10 +16,6 @@ def kernel(inputs, out):
     return tvm.IRModule({"main": te.create_prim_func([*inputs, out])})
 
 
-def parallel_loops(mod) -> int:
-    return mod.script().count("T.parallel(")
-
-
 def run(mod, arrays, out_shape):
     import tvm
 
@@ -32,40 +28,52 @@ def run(mod, arrays, out_shape):
 def test_products_and_small_kernels_are_not_taken():
     from tvm import te, topi
 
-    a, b = te.placeholder((64, 64), name="a"), te.placeholder((64, 64), name="b")
+    a, b = te.placeholder((256, 512), name="a"), te.placeholder((512, 512), name="b")
     assert spatial.default_candidate(kernel([a, b], topi.nn.matmul(a, b))) is None     # a product
-    small = te.placeholder((1, 8, 8, 8), name="s")
-    assert spatial.default_candidate(kernel([small], topi.nn.relu(small))) is None     # 512 elements
-    x = te.placeholder((1, 16, 32, 32), name="x")
-    assert spatial.default_candidate(kernel([x], topi.nn.relu(x))) is not None
+    small = te.placeholder((1, 4, 16, 16), name="s")
+    assert spatial.default_candidate(kernel([small], topi.nn.relu(small))) is None     # 1024 elements
+    x = te.placeholder((1, 32, 64, 64), name="x")
+    assert spatial.default_candidate(kernel([x], topi.nn.relu(x)))[0] == {"vectorize": True}
+    assert spatial.default_candidate(kernel([x], topi.nn.softmax(x)))[0] == {"vectorize": False}
 
 
-def max_pool(x):
-    from tvm import topi
+def test_a_nest_llvm_would_vectorize_stays_serial_unless_it_takes_whole_vectors():
+    from tvm import te, topi
 
-    return topi.nn.pool2d(x, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), "max", layout="NCHW")
+    odd = te.placeholder((1, 32, 64, 30), name="odd")                   # rows of 30: not whole vectors
+    mod = kernel([odd], topi.nn.relu(odd))
+    assert spatial.default_candidate(mod) is not None
+    cand, schedule = spatial.default_candidate(mod)
+    with pytest.raises(Exception, match="no nest"):
+        schedule(mod, cand)
 
 
-@pytest.mark.parametrize("name", ["max_pool", "concatenate", "layout_transform", "softmax"])
+@pytest.mark.parametrize("name", ["elementwise", "concatenate", "layout_transform", "max_pool", "softmax"])
 def test_scheduled_kernels_match_numpy(name):
     from tvm import te, topi
 
     rng = np.random.default_rng(7)
-    x = te.placeholder((1, 16, 48, 48), name="x")
-    xv = rng.standard_normal((1, 16, 48, 48)).astype(np.float32)
-    if name == "max_pool":
-        inputs, out = [x], max_pool(x)
-        padded = np.pad(xv, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
-        want = np.max([padded[:, :, i:i + 48:2, j:j + 48:2] for i in range(3) for j in range(3)], axis=0)
-        arrays = [xv]
+    shape = (1, 32, 64, 64)
+    x = te.placeholder(shape, name="x")
+    xv = rng.standard_normal(shape).astype(np.float32)
+    if name == "elementwise":      # a batch norm's scale and shift, then ReLU
+        s = te.placeholder((1, 32, 1, 1), name="s")
+        sv = rng.standard_normal((1, 32, 1, 1)).astype(np.float32)
+        inputs, out, arrays = [x, s], topi.nn.relu(topi.add(topi.multiply(x, s), s)), [xv, sv]
+        want = np.maximum(xv * sv + sv, 0)
     elif name == "concatenate":
-        y = te.placeholder((1, 8, 48, 48), name="y")
-        yv = rng.standard_normal((1, 8, 48, 48)).astype(np.float32)
+        y = te.placeholder((1, 8, 64, 64), name="y")
+        yv = rng.standard_normal((1, 8, 64, 64)).astype(np.float32)
         inputs, out, arrays = [x, y], topi.concatenate([x, y], axis=1), [xv, yv]
         want = np.concatenate([xv, yv], axis=1)
-    elif name == "layout_transform":     # NCHW -> NCHW8c
+    elif name == "layout_transform":   # NCHW -> NCHW8c
         inputs, out, arrays = [x], topi.layout_transform(x, "NCHW", "NCHW8c"), [xv]
-        want = xv.reshape(1, 2, 8, 48, 48).transpose(0, 1, 3, 4, 2)
+        want = xv.reshape(1, 4, 8, 64, 64).transpose(0, 1, 3, 4, 2)
+    elif name == "max_pool":           # 3x3, stride 2, padded
+        inputs, arrays = [x], [xv]
+        out = topi.nn.pool2d(x, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), "max", layout="NCHW")
+        padded = np.pad(xv, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+        want = np.max([padded[:, :, i:i + 64:2, j:j + 64:2] for i in range(3) for j in range(3)], axis=0)
     else:
         inputs, out, arrays = [x], topi.nn.softmax(x, axis=-1), [xv]
         e = np.exp(xv - xv.max(axis=-1, keepdims=True))
@@ -73,5 +81,6 @@ def test_scheduled_kernels_match_numpy(name):
     mod = kernel(inputs, out)
     cand, schedule = spatial.default_candidate(mod)
     scheduled = schedule(mod, cand).mod
-    assert parallel_loops(scheduled) >= 1
+    assert scheduled.script().count("T.parallel(") >= 1
+    assert ("T.vectorized(" in scheduled.script()) == (name not in ("max_pool", "softmax"))   # no reduction
     np.testing.assert_allclose(run(scheduled, arrays, want.shape), want, rtol=1e-5, atol=1e-6)

@@ -3,8 +3,8 @@ carries a tuning log, against onnxruntime-web on 1 thread and on 2, each measure
 ``paired`` (alternated short turns, each system kept alive in its own process).
 
 Writes ``<build>/bench/summary.json``, a table (per model: ours / onnxruntime-web on 1 and 2
-threads with the per-turn spread, our times, ours 2t over 1t; the geometric mean of the
-ratios) and ``<build>/bench/suite.svg``, the ratios as bars.
+threads with the per-turn spread, our times, ours 2t over 1t, and our portable module run in
+Node's WASI against onnxruntime-web, both on V8; the geometric means of the ratios) and ``<build>/bench/suite.svg``, the ratios as bars.
 
     python -m wasmforge.bench.suite [--models a,b] [--turns N] [--runs R]
 """
@@ -22,7 +22,8 @@ from wasmforge.store import files
 # every zoo model that materializes, and the two the repository writes (models/suite.py)
 SUITE = ("resnet50", "squeezenet", "bvlc_alexnet", "vgg19", "inception_v1", "densenet121", "shufflenet",
          "zfnet512", "text_encoder", "mobilenet_v2")
-ENGINE = "ours in wasmtime (Cranelift); onnxruntime-web in Node's V8, wasm backend"
+ENGINE = ("ours in wasmtime (Cranelift), and on 1 thread in Node's WASI (V8) too; onnxruntime-web in "
+          "Node's V8, wasm backend")
 
 
 def cpu() -> str:
@@ -47,25 +48,32 @@ def row(name: str, one: dict, two: dict) -> dict:
             "ratio_2t": two["ratio"], "spread_2t": two["ratio_spread"],
             "ours_ms_1t": one["ours_ms"], "ours_ms_2t": two["ours_ms"],
             "ortweb_ms_1t": one["ortweb_ms"], "ortweb_ms_2t": two["ortweb_ms"],
-            "ours_2t_speedup": one["ours_ms"] / two["ours_ms"]}
+            "ours_2t_speedup": one["ours_ms"] / two["ours_ms"],
+            **({"ratio_v8_1t": one["v8_ratio"], "spread_v8_1t": one["v8_ratio_spread"],
+                "ours_v8_ms_1t": one["ours_v8_ms"]} if "v8_ratio" in one else {})}
 
 
 def summarize(rows: list[dict], meta: dict) -> dict:
     return {**meta, "models": rows,
             "geomean_1t": geomean([r["ratio_1t"] for r in rows]),
-            "geomean_2t": geomean([r["ratio_2t"] for r in rows])}
+            "geomean_2t": geomean([r["ratio_2t"] for r in rows]),
+            "geomean_v8_1t": geomean([r["ratio_v8_1t"] for r in rows if "ratio_v8_1t" in r])}
 
 
 def table(summary: dict) -> str:
     lines = [f"ours / onnxruntime-web {summary['ortweb_version']} (below 1: ours faster); {summary['cpu']}; "
              f"{summary['engine']}; median of {summary['turns']} paired turns",
-             "", "| model | 1 thread | 2 threads | ours 1t ms | ours 2t ms | ours 2t over 1t |", "|---|---|---|---|---|---|"]
+             "", "| model | 1 thread | 2 threads | ours 1t ms | ours 2t ms | ours 2t over 1t "
+             "| ours in V8, 1 thread | ours in V8 ms |", "|---|---|---|---|---|---|---|---|"]
     for r in summary["models"]:
+        v8 = (f"{r['ratio_v8_1t']:.2f} ({r['spread_v8_1t'][0]:.2f}-{r['spread_v8_1t'][1]:.2f}) "
+              f"| {r['ours_v8_ms_1t']:.1f}") if "ratio_v8_1t" in r else "- | -"
         lines.append(f"| {r['model']} | {r['ratio_1t']:.2f} ({r['spread_1t'][0]:.2f}-{r['spread_1t'][1]:.2f}) "
                      f"| {r['ratio_2t']:.2f} ({r['spread_2t'][0]:.2f}-{r['spread_2t'][1]:.2f}) "
-                     f"| {r['ours_ms_1t']:.1f} | {r['ours_ms_2t']:.1f} | {r['ours_2t_speedup']:.2f}x |")
+                     f"| {r['ours_ms_1t']:.1f} | {r['ours_ms_2t']:.1f} | {r['ours_2t_speedup']:.2f}x | {v8} |")
     if summary["models"]:
-        lines.append(f"| geometric mean | {summary['geomean_1t']:.2f} | {summary['geomean_2t']:.2f} | | | |")
+        v8 = f"{summary['geomean_v8_1t']:.2f}" if summary.get("geomean_v8_1t") else "-"
+        lines.append(f"| geometric mean | {summary['geomean_1t']:.2f} | {summary['geomean_2t']:.2f} | | | | {v8} | |")
     return "\n".join(lines)
 
 
@@ -107,7 +115,7 @@ def run(models: tuple[str, ...], turns: int, runs: int) -> dict:
         for path in (p.published, p.published_threads):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{path}: not built; run doit build:{name}")
-        one = paired(p.source, p.published, p.root, 1, turns, runs)
+        one = paired(p.source, p.published, p.root, 1, turns, runs, v8=True)
         two = paired(p.source, p.published_threads, p.root, 2, turns, runs)
         version = one["ortweb_version"]
         rows.append(row(name, one, two))

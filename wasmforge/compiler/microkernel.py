@@ -276,8 +276,8 @@ def apply_default_schedules(mod):
     (``depthwise.default_candidate``) and each 1x1 convolution left NCHW
     (``pointwise.default_candidate``), and each kernel with no product a parallel loop
     (``spatial.default_candidate``): a model nobody has tuned still runs register-tiled,
-    parallel convolutions and products, and parallel pools, concatenations and layout
-    transforms. Returns the module, the names of the kernels given a register tile, and the
+    parallel convolutions and products, and parallel pools, concatenations, layout
+    transforms and element-wise chains. Returns the module, the names of the kernels given a register tile, and the
     names of those given a parallel loop."""
     import tvm
     from tvm.s_tir import ScheduleError

@@ -1,17 +1,22 @@
-"""A default schedule for the kernels that compute no product: pools, concatenations, layout
-transforms, transposes, element-wise chains, reductions such as a global mean, and softmax and
-layer norm. Left unscheduled, each is one serial loop nest: it runs on one core in the threads
-variant however many there are, and on a DenseNet (a concatenation per layer) or an Inception
-(pools and concatenations per module) that caps what a second core can give.
+"""A default schedule for the kernels that compute no product: pools, concatenations,
+layout transforms, transposes, element-wise chains (a batch norm and ReLU between a
+DenseNet's concatenations), an LRN, softmax. Left unscheduled, each is one serial loop nest:
+it runs on one core in the threads variant however many there are.
 
-The rule: each loop nest's outermost loop of more than one iteration (the channels, or the
-rows of a softmax) runs in parallel, where it is data-parallel. Nothing else changes: no
-block is inlined into another (a padding inlined into a pool puts a branch in its window),
-and no loops are fused (the fused index's division and remainder cost more than the loop
-they save), so one thread runs the same loops as before, with one parallel launch per nest.
+The rule, per loop nest: its outermost loop of more than one iteration (under loops of one)
+runs in parallel, where it is data-parallel. TVM's code generator moves a parallel loop's
+body into a closure, where LLVM no longer vectorizes the loops it vectorized before (an
+element-wise kernel of DenseNet's ran 2-4x slower on one thread with the parallel loop
+alone). So in a kernel with no reduction, which LLVM vectorizes, a nest is made parallel
+only when its innermost loop takes whole vectors of 4 lanes, and that loop is vectorized by
+TVM; other nests stay as they are. A kernel with a reduction (a pool's window, a softmax's
+sums) keeps its loops, with the outer one parallel. No block is inlined into another and no
+loops are fused: one thread runs the loops it ran before. Kernels of fewer than
+``MIN_PARALLEL`` output elements stay as they are: a launch costs more than it saves.
 
-A kernel with fewer than ``MIN_PARALLEL`` output elements stays as it is: a parallel launch
-costs more than it saves there.
+Measured against no such schedule, the modules alternated in one process (Zen 5, wasmtime):
+Inception-v1 0.90 on 2 threads, 0.98 on one; DenseNet-121 0.97 and 1.00. Parallel loops
+alone, without the vectors, gave DenseNet-121 1.14 on one thread.
 
 Pure functions: ``extents`` classifies the kernel, ``candidate`` picks the rule, ``schedule``
 applies it (a traced ``Schedule``).
@@ -21,6 +26,7 @@ from __future__ import annotations
 from wasmforge.compiler import tiles
 
 MIN_PARALLEL = 4096
+LANES = 4
 
 
 def _elements(buffer) -> int | None:
@@ -62,13 +68,17 @@ def extents(mod) -> dict | None:
 
 
 def candidate(ext: dict) -> dict | None:
-    return {"parallel": "outer"} if ext["elements"] >= MIN_PARALLEL else None
+    if ext["elements"] < MIN_PARALLEL:
+        return None
+    return {"vectorize": not ext["reductions"]}
 
 
 def schedule(mod, cand: dict):
     """``mod``'s kernel with each loop nest's outermost loop of more than one iteration (under
-    loops of one) parallel, where that loop is data-parallel; raises ``ScheduleError`` when
-    no nest has one (the kernel is then left as it is)."""
+    loops of one) parallel, where it is data-parallel; with ``cand["vectorize"]`` (a kernel
+    with no reduction), only in nests whose innermost loop is data-parallel and takes whole
+    vectors, which is then vectorized. Raises ``ScheduleError`` when no nest qualifies (the
+    kernel is then left as it is)."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(mod)
@@ -81,11 +91,16 @@ def schedule(mod, cand: dict):
             continue
         extents = [int(sch.get(lp).extent) for lp in loops]
         outer = next((i for i, e in enumerate(extents) if e > 1), None)
-        if outer is not None and kinds[outer] == 0:
-            sch.parallel(loops[outer])
-            found = True
+        if outer is None or kinds[outer] != 0:
+            continue
+        if cand["vectorize"]:
+            if outer == len(loops) - 1 or kinds[-1] != 0 or extents[-1] % LANES:
+                continue
+            sch.vectorize(loops[-1] if extents[-1] <= 4 * LANES else sch.split(loops[-1], [None, LANES])[1])
+        sch.parallel(loops[outer])
+        found = True
     if not found:
-        raise s_tir.ScheduleError("no outer data-parallel loop")
+        raise s_tir.ScheduleError("no nest with an outer data-parallel loop (and an inner vector loop)")
     return sch
 
 

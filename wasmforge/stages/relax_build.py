@@ -7,8 +7,8 @@ declaration can turn either off), and when the model has a tuning log (a MetaSch
 database directory), its schedules are applied right after fusion. A convolution without a
 record takes one of ``microkernel``'s grid schedules, picked by rule
 (``microkernel.apply_default_schedules``), and so do matrix products, depthwise and NCHW 1x1
-convolutions; the other kernels without records (pools, concatenations, layout transforms,
-softmax) take a parallel loop (``spatial``). The names of every pass
+convolutions; pools, concatenations, layout transforms and element-wise chains take a
+parallel loop (``spatial``); other kernels keep TVM's default, unscheduled loops. The names of every pass
 are part of the stage key.
 
 Output: ``lowered.json``: Relax ``main`` lowered to VM builtins and kernel calls, plus the
