@@ -39,3 +39,20 @@ def test_constant_powers_become_roots_and_products(exponent):
     with np.errstate(invalid="ignore"):
         want = np.power(x, np.float32(exponent))
     np.testing.assert_allclose(run(mod, x), want, rtol=2e-6, atol=0)
+
+
+def test_erf_becomes_fast_erf_within_its_bound():
+    import math
+
+    from onnx import TensorProto as T
+    from onnx import helper
+    from tvm.relax.frontend.onnx import from_onnx
+
+    graph = helper.make_graph([helper.make_node("Erf", ["x"], ["y"])], "erf",
+                              [helper.make_tensor_value_info("x", T.FLOAT, [4001])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [4001])])
+    mod = frontend.fast_erf(from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
+    assert "R.erf" not in mod.script() and "fast_erf" in mod.script()
+    x = np.linspace(-6, 6, 4001).astype(np.float32)
+    want = np.array([math.erf(float(v)) for v in x])
+    assert np.abs(run(mod, x) - want).max() < 4.5e-7

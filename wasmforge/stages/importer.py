@@ -217,7 +217,7 @@ def run(onnx_path: str, p: ImportParams, out_module: str, out_io: str) -> dict:
         msg = str(e).strip().splitlines()
         raise StageError(STAGE, onnx_path, f"TVM cannot import {failing_node(e)}: "
                                            + (msg[-1] if msg else type(e).__name__)) from None
-    mod = frontend.constant_powers(frontend.pairwise_max_min(mod))
+    mod = frontend.fast_erf(frontend.constant_powers(frontend.pairwise_max_min(mod)))
     ret = mod["main"].ret_ty
     fields = list(ret.fields) if hasattr(ret, "fields") else [ret]
     names = [o.name for o in model.graph.output]
