@@ -82,5 +82,26 @@ def test_scheduled_kernels_match_numpy(name):
     cand, schedule = spatial.default_candidate(mod)
     scheduled = schedule(mod, cand).mod
     assert scheduled.script().count("T.parallel(") >= 1
-    assert ("T.vectorized(" in scheduled.script()) == (name not in ("max_pool", "softmax"))   # no reduction
+    assert ("T.vectorized(" in scheduled.script()) == (name != "softmax")   # a pool's along its columns
     np.testing.assert_allclose(run(scheduled, arrays, want.shape), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, stride, kind, layout", [
+    ((1, 512, 13, 13), 1, "max", "NCHW"),       # Inception's: columns that take no whole vectors
+    ((1, 64, 56, 56), 2, "max", "NCHW"),
+    ((1, 4, 28, 28, 16), 2, "max", "NCHW16c"),  # the window inside, the channel block innermost
+    ((1, 32, 28, 28), 1, "avg", "NCHW"),
+])
+def test_a_pools_window_goes_inside_its_columns(shape, stride, kind, layout):
+    from tvm import te, topi
+
+    x = te.placeholder(shape, name="x")
+    xv = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    out = topi.nn.pool2d(x, (3, 3), (stride, stride), (1, 1), (1, 1, 1, 1), kind, layout=layout,
+                         count_include_pad=False)
+    mod = kernel([x], out)
+    want = run(mod, [xv], [int(d) for d in out.shape])           # TVM's own loops, unscheduled
+    cand, schedule = spatial.default_candidate(mod)
+    scheduled = schedule(mod, cand).mod
+    assert "pool_" + ("max" if kind == "max" else "sum") + "_update" in scheduled.script()
+    np.testing.assert_allclose(run(scheduled, [xv], want.shape), want, rtol=1e-6, atol=1e-6)
