@@ -12,8 +12,8 @@ only when its innermost loop takes whole vectors of 4 lanes, and that loop is ve
 TVM; other nests stay as they are. A pool's window goes inside its spatial loops, outside
 the innermost, which then runs along contiguous columns (or the channel block) and is
 vectorized, its padding computed per channel (``_window_inside``). Other kernels with a
-reduction (a softmax's sums, an LRN's) keep their loops, with the outer one parallel. No block is inlined into another and no
-loops are fused: one thread runs the loops it ran before. Kernels of fewer than
+reduction (a softmax's sums, an LRN's) keep their loops, with the outer one parallel. No
+block is inlined into another and no loops are fused. Kernels of fewer than
 ``MIN_PARALLEL`` output elements stay as they are: a launch costs more than it saves.
 
 Measured against no such schedule, the modules alternated in one process (Zen 5, wasmtime):
