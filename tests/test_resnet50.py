@@ -110,3 +110,18 @@ def test_a_worker_that_traps_fails_the_run_instead_of_hanging():
     said = dict(line.split(" ", 1) for line in res.stdout.splitlines() if line.startswith(("FIRST ", "AGAIN ")))
     assert "worker thread" in said["FIRST"] and "cannot run again" in said["FIRST"], res.stdout
     assert "cannot run again" in said["AGAIN"], res.stdout
+
+
+def test_resnet50_as_a_component_gives_the_validated_modules_outputs():
+    """`doit component:resnet50`: the validated module wrapped as a WASI 0.2 component, its
+    outputs through wasmtime's component API identical to the module's, top-1 onnxruntime's."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WASMFORGE_BUILD", "WASMFORGE_MODELS")}
+    res = subprocess.run([sys.executable, "-m", "doit", "component:resnet50"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=3600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.load(open(os.path.join(ROOT, "build", "resnet50", "report.component.json")))
+    assert report["passed"] is True and len(report["inputs"]) >= 3
+    for case in report["inputs"]:
+        assert case["identical_to_module"] == {"gpu_0/softmax_1": True}
+        assert case["onnxruntime"]["gpu_0/softmax_1"]["top1_equal"] is True
+    assert report["metadata"]["inputs"] == [{"name": "gpu_0/data_0", "datatype": "fp32", "shape": [1, 3, 224, 224]}]

@@ -32,6 +32,16 @@ THREADS_EXPORTS = {
                                      "launching thread stops waiting for it",
 }
 
+# the portable module's canonical-ABI exports of the WIT interface wasmforge:model/inference
+# (runtime/wasmforge_component.c, which names them itself): what `wasm-tools component new`
+# lifts into the component's typed functions (docs/serving.md)
+COMPONENT_EXPORTS = {
+    "wasmforge:model/inference@0.1.0#metadata": "`metadata()`: a pointer to the model-info record",
+    "wasmforge:model/inference@0.1.0#infer": "`infer(list<tensor>)`: a pointer to the result record",
+    "cabi_post_wasmforge:model/inference@0.1.0#infer": "after the host has read infer's result (frees nothing)",
+    "cabi_realloc": "where the host lowers infer's arguments (the callee frees them)",
+}
+
 
 def exports(threads: bool) -> tuple[str, ...]:
     return tuple(EXPORTS) + (tuple(THREADS_EXPORTS) if threads else ())

