@@ -137,6 +137,19 @@ def task_tune():
                "doc": f"tune {name}"}
 
 
+def task_serve():
+    """serve the model over HTTP (the Open Inference Protocol) with wasmtime serve, on the
+    AOT-compiled <model>.http.cwasm: doit serve:<model> [--port 8080] [--host 127.0.0.1]"""
+    params = [{"name": "port", "long": "port", "type": int, "default": 8080, "help": "the port to listen on"},
+              {"name": "host", "long": "host", "type": str, "default": "127.0.0.1",
+               "help": "the address to listen on (0.0.0.0: every interface)"}]
+    for name in sorted(MODELS):
+        def cmd(port, host, name=name):
+            return shlex.join(PY + ["serve", name, "--port", str(port), "--host", host])
+        yield {"name": name, "actions": [CmdAction(cmd, buffering=1)], "task_dep": [f"http_aot:{name}"],
+               "uptodate": [False], "verbosity": 2, "params": params, "doc": f"serve {name} over HTTP"}
+
+
 def task_publish():
     """release the validated module: bundle, manifest, SHA256SUMS, tar.gz, OCI (+ push with WASMFORGE_REGISTRY)"""
     for name in sorted(MODELS):

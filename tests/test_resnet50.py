@@ -125,3 +125,47 @@ def test_resnet50_as_a_component_gives_the_validated_modules_outputs():
         assert case["identical_to_module"] == {"gpu_0/softmax_1": True}
         assert case["onnxruntime"]["gpu_0/softmax_1"]["top1_equal"] is True
     assert report["metadata"]["inputs"] == [{"name": "gpu_0/data_0", "datatype": "fp32", "shape": [1, 3, 224, 224]}]
+
+
+def test_doit_serve_resnet50_answers_a_curl_infer_request_with_onnxruntimes_top1(tmp_path):
+    """The README's "Serve over HTTP": `doit serve:resnet50 --port N`, then curl, JSON in and out."""
+    import shutil
+    import signal
+    import socket
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from wasmforge.stages import http
+
+    assert shutil.which("curl"), "curl is needed (Debian's curl)"
+    env = {k: v for k, v in os.environ.items() if k not in ("WASMFORGE_BUILD", "WASMFORGE_MODELS")}
+    port = http.free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "doit", "serve:resnet50", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 1800
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+                time.sleep(0.2)
+        x = np.random.default_rng(21).standard_normal((1, 3, 224, 224)).astype(np.float32)
+        req = tmp_path / "req.json"
+        req.write_text(json.dumps({"inputs": [{"name": "gpu_0/data_0", "shape": [1, 3, 224, 224], "datatype": "FP32",
+                                               "data": x.ravel().tolist()}]}))
+        out = subprocess.run(["curl", "-s", "-X", "POST", f"http://127.0.0.1:{port}/v2/models/resnet50/infer",
+                              "--data-binary", f"@{req}"], capture_output=True, text=True, timeout=300, check=True).stdout
+        got = np.array(json.loads(out)["outputs"][0]["data"], np.float32)
+        want = ort.InferenceSession(os.path.join(ROOT, "build", "resnet50", "materialize", "source.onnx")).run(
+            None, {"gpu_0/data_0": x})[0].ravel()
+        assert got.shape == (1000,) and got.argmax() == want.argmax()
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max() + 1e-5
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+    report = json.load(open(os.path.join(ROOT, "build", "resnet50", "report.http.json")))
+    assert report["passed"] is True

@@ -4,6 +4,7 @@
     python -m wasmforge bench <model>             time the built module against its peers
     python -m wasmforge tune <model> [options]    autotune (see ``tune/options.py``)
     python -m wasmforge publish <model>           release the validated module
+    python -m wasmforge serve <model> [--port N]  serve it over HTTP (wasmtime serve)
 
 Every error a user can cause (a bad declaration, input or option, a missing tool, a
 registry that refuses) is one line naming the file and the problem, and exit status 1.
@@ -53,6 +54,19 @@ def _publish(m: dsl.Model, args) -> str:
     return f"publish done: {publish.publish_model(m)}"
 
 
+def _serve(m: dsl.Model, args) -> str:
+    """``wasmtime serve`` on the AOT-compiled HTTP component, in the foreground (Ctrl-C stops)."""
+    from wasmforge import toolchain
+
+    cwasm = graph.Paths(m).http_aot
+    if not os.path.isfile(cwasm):
+        raise StageError("serve", cwasm, f"not built: run doit http_aot:{m.name} (doit serve:{m.name} does)")
+    wasmtime = toolchain.wasmtime_cli().path
+    print(f"serving {m.name} at http://{args.host}:{args.port}/v2/models/{m.name} (the Open Inference "
+          f"Protocol; POST .../infer; Ctrl-C stops)", file=sys.stderr, flush=True)
+    os.execv(wasmtime, [wasmtime, "serve", "--allow-precompiled", "--addr", f"{args.host}:{args.port}", cwasm])
+
+
 def summary(stage: str, result: dict) -> str:
     """One line for a stage's result: cache hit or miss, and its key figure. The whole
     result stays in the stage's ``stage.json``."""
@@ -90,6 +104,11 @@ def parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("model")
         p.set_defaults(func=func)
+    sp = sub.add_parser("serve", help="serve the model over HTTP with wasmtime serve")
+    sp.add_argument("model")
+    sp.add_argument("--port", type=int, default=8080)
+    sp.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
+    sp.set_defaults(func=_serve)
     tp = sub.add_parser("tune", help="autotune a model's kernels, measured in wasmtime")
     tp.add_argument("model")
     for name, kind, default, text in option_table():

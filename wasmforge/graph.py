@@ -31,6 +31,7 @@ from wasmforge.errors import StageError
 from wasmforge.stages import (
     component,
     emit,
+    http,
     executor,
     importer,
     link,
@@ -80,6 +81,9 @@ STAGE_DOCS = {
     "validate_threads": "the threads variant on 2 threads vs onnxruntime -> report.threads.json",
     "component": "the validated module as a WASI 0.2 component (WIT wasmforge:model/inference), checked "
                  "against it -> <model>.component.wasm",
+    "http": "the component behind the Open Inference Protocol over wasi:http, checked in wasmtime serve "
+            "-> <model>.http.wasm",
+    "http_aot": "wasmtime compile: the HTTP component for this CPU -> <model>.http.cwasm (what serve runs)",
 }
 STAGE_NAMES = tuple(STAGE_DOCS)
 
@@ -113,6 +117,15 @@ class Paths:
     def component(self) -> str:
         """The published component: present only when its check passed."""
         return os.path.join(self.dir, f"{self.model.name}.component.wasm")
+
+    @property
+    def http(self) -> str:
+        """The published HTTP component: present only when its check passed."""
+        return os.path.join(self.dir, f"{self.model.name}.http.wasm")
+
+    @property
+    def http_aot(self) -> str:
+        return self.stage("http_aot", f"{self.model.name}.http.cwasm")
 
     def module(self, v: Variant = PORTABLE) -> str:
         """The published module of a variant: present only when its validation passed."""
@@ -320,6 +333,19 @@ def stages(m: Model) -> list[Stage]:
                                  m.tolerance, dict(m.ranges), toolchain.wasm_tools(),
                                  p.stage("component", os.path.basename(p.component)), p.component,
                                  report_component))
+    report_http = os.path.join(p.dir, "report.http.json")
+    add("http", http, {"component": p.component, "source": p.source, "handler": http.HANDLER_SOURCE,
+                       **component.wit_files()},
+        {os.path.basename(p.http): p.http, os.path.basename(report_http): report_http},
+        {"seed": m.seeds[0], "tools": [toolchain.clang().identity(), toolchain.wasm_tools().identity(),
+                                       toolchain.wasmtime_cli().identity()] + _py("wasmtime"),
+         **({"ranges": {k: list(v) for k, v in m.ranges}} if m.ranges else {})},
+        lambda st: http.run(st.inputs["component"], p.source, m.seeds, dict(m.ranges), toolchain.clang(),
+                            toolchain.wasm_tools(), toolchain.wasmtime_cli(),
+                            p.stage("http", os.path.basename(p.http)), p.http, report_http))
+    add("http_aot", http, {"http": p.http}, {"http_aot/" + os.path.basename(p.http_aot): p.http_aot},
+        {"tools": [toolchain.wasmtime_cli().identity()], "cpu": toolchain.cpu_identity()},
+        lambda st: http.compile_aot(st.inputs["http"], toolchain.wasmtime_cli(), p.http_aot))
     return out
 
 

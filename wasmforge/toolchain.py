@@ -140,6 +140,27 @@ def wasmtime_cli() -> Tool:
 
 
 @functools.lru_cache(maxsize=None)
+def cpu_identity() -> dict:
+    """What code compiled ahead of time for this machine depends on: the architecture and the
+    CPU's model and feature flags (a .cwasm made on one CPU may refuse to load on another)."""
+    import platform
+
+    info = {"machine": platform.machine()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("vendor_id", "cpu family", "model", "flags") and key not in info:
+                    info[key] = value.strip()
+    except OSError:
+        pass
+    if "flags" in info:
+        info["flags"] = hashlib.sha256(info["flags"].encode()).hexdigest()[:16]
+    return info
+
+
+@functools.lru_cache(maxsize=None)
 def sysroot() -> str:
     """The wasi-libc sysroot (headers and libc.a for wasm32-wasi).
 
@@ -164,7 +185,7 @@ def python_package(name: str) -> dict:
 
 def versions() -> dict:
     """Every tool's identity, for reports and `doit toolchain`."""
-    tools = [clang(), wasm_ld(), wasm_opt(), llvm_ar()]
+    tools = [clang(), wasm_ld(), wasm_opt(), llvm_ar(), wasm_tools(), wasmtime_cli()]
     out = {t.name: {"path": t.path, "version": t.version} for t in tools}
     out["wasi-sysroot"] = {"path": sysroot()}
     for pkg in ("apache-tvm", "apache-tvm-ffi", "wasmtime", "onnxruntime", "onnx"):
