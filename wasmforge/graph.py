@@ -31,8 +31,8 @@ from wasmforge.errors import StageError
 from wasmforge.stages import (
     component,
     emit,
-    http,
     executor,
+    http,
     importer,
     link,
     materialize,
