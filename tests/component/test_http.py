@@ -267,3 +267,18 @@ def test_serve_without_a_build_says_what_to_run(tiny_build):
     res = subprocess.run([sys.executable, "-m", "wasmforge", "serve", "tiny"], env=tiny_build.env(
         WASMFORGE_BUILD=str(tiny_build.build) + "-none"), capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and "doit serve:tiny" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_coldstart_times_a_fresh_server_to_its_first_answer(served):
+    """bench.coldstart's measurement of ours: a new wasmtime serve, timed to a real answer."""
+    from wasmforge.bench import coldstart
+
+    _, d = served
+    x = np.random.default_rng(2).standard_normal(SHAPE).astype(np.float32)
+    body, headers = http.binary_infer_body({"x": x})
+    seconds = coldstart.ours_once(toolchain.wasmtime_cli().path, d.path("tiny", "http_aot", "tiny.http.cwasm"),
+                                  "tiny", body, headers)
+    assert 0 < seconds < 60
+    with pytest.raises(RuntimeError, match="got 404"):
+        coldstart.ours_once(toolchain.wasmtime_cli().path, d.path("tiny", "http_aot", "tiny.http.cwasm"),
+                            "resnet9", body, headers)
