@@ -71,6 +71,23 @@ def test_residual_keeps_both_operands():
     assert arena == 3 * 64
 
 
+def test_a_persistent_storage_is_live_for_the_whole_program_and_shares_no_byte():
+    """A once-call's result (the Winograd weights) lives as long as the instance: no storage
+    of any call may reuse its bytes, though it is read by one call only."""
+    p = chain([4096, 4096, 4096, 4096])
+    p.storages.append(8192)
+    w = p.tensor(Tensor((2048,), "float32", "storage", len(p.storages) - 1))
+    p.persistent.add(len(p.storages) - 1)
+    p.calls.insert(0, Call("winograd_weight", [("tensor", w)]))
+    p.num_once = 1
+    assert storage_intervals(p)[len(p.storages) - 1] == (0, len(p.calls))
+    offsets, arena = plan_arena(p)
+    check_plan(p, offsets)
+    ow = offsets[len(p.storages) - 1]
+    for sid in range(4):
+        assert offsets[sid] + 4096 <= ow or ow + 8192 <= offsets[sid]
+
+
 def test_check_plan_catches_an_overlap():
     p = chain([256, 256, 256])
     with pytest.raises(AssertionError, match="alive together and overlap"):

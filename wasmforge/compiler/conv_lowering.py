@@ -16,10 +16,13 @@ loop a schedule may want to split, and no index division for MetaSchedule to see
 **Winograd** F(4x4, 3x3) for 3x3 stride-1 convolutions (``winograd_ok``): 36 multiplies per
 4x4 output tile and input channel instead of 144. They stay NCHW and are lowered to TOPI's
 ``conv2d_winograd_nchw`` compute with separable transforms (``conv2d_winograd``). The weight
-transform G w G^T is its own kernel on a constant, so FoldConstant runs it at build time.
+transform G w G^T (``winograd_weight``) is its own kernel, and it runs in the module, not at
+build time: its 6x6 result is four times the 3x3 filter, and stored in the module it would
+double ResNet-50's size. Its argument goes through ``stop_lift_params``, which FoldConstant
+cannot see through; the executor stage runs such a kernel, whose inputs are all constants,
+once per instance (``executor.extract``: a once-call), into memory no other tensor shares.
 
-In both, the weights are re-laid or transformed at build time (FoldConstant), so no
-inference pays for it.
+Blocked weights are re-laid at build time (FoldConstant): the same bytes in another order.
 """
 from __future__ import annotations
 
@@ -166,20 +169,27 @@ def conv2d_nchwc(data, kernel, strides, padding, dilation, groups: int = 1):
         name="conv2d_NCHWc")
 
 
-def winograd_weight(weight, tile: int = WINOGRAD_TILE):
-    """OIHW 3x3 weights -> G w G^T, laid out [alpha, alpha, I, O] as TOPI's pre-computed
-    Winograd compute reads them."""
+def winograd_weight(weight_hwio, tile: int = WINOGRAD_TILE):
+    """3x3 weights laid HWIO -> G w G^T, laid [alpha, alpha, I, O] as TOPI's pre-computed
+    Winograd compute reads them. It runs in the module, once per instance: the nine terms
+    are written out, so the kernel has no reduction, and along O, its innermost axis, every
+    load and store is contiguous (the weights come HWIO for that): the default schedules
+    vectorize it and split it across cores."""
     from tvm import te
     from tvm.topi.nn.winograd_util import winograd_transform_matrices
 
     _, _, g = winograd_transform_matrices(tile, 3, "float32")
-    out_ch, in_ch = int(weight.shape[0]), int(weight.shape[1])
+    in_ch, out_ch = int(weight_hwio.shape[2]), int(weight_hwio.shape[3])
     alpha = tile + 2
-    rh = te.reduce_axis((0, 3), name="rh")
-    rw = te.reduce_axis((0, 3), name="rw")
-    return te.compute((alpha, alpha, in_ch, out_ch),
-                      lambda e, v, i, o: te.sum(weight[o, i, rh, rw] * g[e, rh] * g[v, rw], axis=[rh, rw]),
-                      name="winograd_weight")
+
+    def value(e, v, i, o):
+        terms = [weight_hwio[rh, rw, i, o] * g[e, rh] * g[v, rw] for rh in range(3) for rw in range(3)]
+        total = terms[0]
+        for t in terms[1:]:
+            total = total + t
+        return total
+
+    return te.compute((alpha, alpha, in_ch, out_ch), value, name="winograd_weight")
 
 
 def winograd_pad_after(in_hw: tuple[int, int], padding, tile: int = WINOGRAD_TILE) -> tuple[int, int]:
@@ -274,7 +284,15 @@ def legalizer(winograd: bool):
                               a.dilation, primfunc_name_hint=DEPTHWISE_BLOCK)
         if (winograd and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW" and str(a.out_layout) == "NCHW"
                 and _winograd_call(call) and call.args[0].ty.dtype == "float32"):
-            w = bb.emit_te(winograd_weight, call.args[1], primfunc_name_hint="winograd_weight")
+            from tvm import relax
+
+            from tvm import topi
+
+            # HWIO at build time (FoldConstant), then hidden from FoldConstant: the transform
+            # runs once per instance (module docstring)
+            hwio = bb.emit_te(topi.transpose, call.args[1], [2, 3, 1, 0], primfunc_name_hint="weight_hwio")
+            kept = bb.emit(relax.op.builtin.stop_lift_params(hwio))
+            w = bb.emit_te(winograd_weight, kept, primfunc_name_hint="winograd_weight")
             return bb.call_te(conv2d_winograd, call.args[0], w, a.strides, a.padding, a.dilation,
                               primfunc_name_hint="conv2d_winograd")
         return tvm.ir.Op.get(OP).get_attr("FLegalize")(bb, call)

@@ -37,7 +37,9 @@ const char* wasmforge_last_error(void);
  * wasmforge_run_call(c) makes call c alone (0 on success) and wasmforge_call_kernel(c) names
  * its kernel (NULL when c is out of range). Calls 0..n-1 in order compute what
  * wasmforge_run() does, except that the outputs are not copied to wasmforge_output_ptr().
- * The host times each call with its own clock: the module imports nothing for it. */
+ * The host times each call with its own clock: the module imports nothing for it.
+ * The first calls may compute constants (the Winograd weights): wasmforge_run() makes them on
+ * its first run only, and the stepping API makes them each time it is asked to. */
 uint32_t wasmforge_num_calls(void);
 const char* wasmforge_call_kernel(uint32_t c);
 int32_t wasmforge_run_call(uint32_t c);

@@ -56,6 +56,7 @@ typedef struct {
   uint32_t num_calls;
   const wf_call* calls;
   uint32_t max_call_args;
+  uint32_t num_once_calls;       /* calls[0..num_once_calls) compute constants: the first run only */
   uint32_t num_inputs;
   const wf_io* inputs;
   uint32_t num_outputs;

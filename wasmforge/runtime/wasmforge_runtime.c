@@ -90,13 +90,16 @@ static int wf_call_kernel(const wf_plan* p, uint32_t c, TVMFFIAny* argv) {
   return rc;
 }
 
+static int wf_once_done;   /* the once-calls have run: their results stay */
+
 int32_t WF_EXPORT(wasmforge_run)(void) {
   const wf_plan* p = &wasmforge_plan;
   if (!wf_ready && wf_prepare(p) != 0) return -1;
   TVMFFIAny argv[p->max_call_args ? p->max_call_args : 1];
-  for (uint32_t c = 0; c < p->num_calls; ++c) {
+  for (uint32_t c = wf_once_done ? p->num_once_calls : 0; c < p->num_calls; ++c) {
     int rc = wf_call_kernel(p, c, argv);
     if (rc != 0) return rc;
+    if (c + 1 == p->num_once_calls) wf_once_done = 1;
   }
   for (uint32_t o = 0; o < p->num_outputs; ++o) {
     const wf_io* out = &p->outputs[o];

@@ -3,7 +3,8 @@
 After the build pipeline, the ``main`` of a static-shape model is straight-line code:
 ``vm.alloc_storage``, ``vm.alloc_tensor``, kernel calls, ``vm.builtin.reshape`` views,
 ``vm.kill_object``, input checks and constants. ``extract`` turns it into a ``Program``
-(storages, tensors, calls, constants, inputs, outputs); ``executor_plan.plan_arena`` gives
+(storages, tensors, calls, constants, inputs, outputs; kernels on constants alone, such as
+the Winograd weight transform, become once-calls that an instance runs on its first run); ``executor_plan.plan_arena`` gives
 every storage a fixed offset in one arena, sharing bytes between storages whose lifetimes do
 not overlap; ``emit_c`` writes the tables the runtime's interpreter walks (``wasmforge_plan.h``).
 Nothing is allocated while the model runs. Dynamic shapes are refused.
@@ -114,6 +115,25 @@ def extract(mod, path: str) -> Program:
         env[p] = ("tensor", prog.tensor(Tensor(shape, str(ty.dtype), "input", i)))
         prog.inputs.append((p.name, env[p][1]))
 
+    derived: set[int] = set()   # tensors once-calls write
+    once: list[Call] = []
+
+    def constant(tid: int) -> bool:
+        return prog.tensors[tid].region == "const" or tid in derived
+
+    def once_call(args) -> bool:
+        """A kernel whose inputs are all constants writes a constant (destination-passing:
+        its output is the last argument): it runs once, into a storage of its own."""
+        tensors = [v for kind, v in args if kind == "tensor"]
+        if not tensors or prog.tensors[tensors[-1]].region != "storage" or not all(map(constant, tensors[:-1])):
+            return False
+        out = prog.tensors[tensors[-1]]
+        prog.storages.append(nbytes(out.shape, out.dtype))
+        prog.persistent.add(len(prog.storages) - 1)
+        prog.tensors[tensors[-1]] = Tensor(out.shape, out.dtype, "storage", len(prog.storages) - 1, 0)
+        derived.add(tensors[-1])
+        return True
+
     body = main.body
     for block in body.blocks:
         for b in block.bindings:
@@ -134,6 +154,8 @@ def extract(mod, path: str) -> Program:
                 dtype = str(v.args[3].value)
                 env[b.var] = ("tensor", prog.tensor(Tensor(shape, dtype, "storage", storage[1],
                                                            int(v.args[1].value))))
+            elif name == "relax.builtin.stop_lift_params":   # kept from FoldConstant: the value itself
+                env[b.var] = value_of(v.args[0])
             elif name == "vm.builtin.reshape":
                 src = prog.tensors[value_of(v.args[0])[1]]
                 shape = _static(v.args[1], f"reshape {b.var.name}", path)
@@ -148,11 +170,14 @@ def extract(mod, path: str) -> Program:
                     if kind not in ("tensor", "int", "float"):
                         raise StageError(STAGE, path, f"kernel {name}: unsupported argument kind {kind}")
                     args.append((kind, val))
-                prog.calls.append(Call(name, args))
+                (once if once_call(args) else prog.calls).append(Call(name, args))
                 env[b.var] = None
             else:
                 raise StageError(STAGE, path, f"unsupported operation in lowered main: {name} "
                                               "(not a static-shape model the executor can plan)")
+    # once-calls read constants only, and no other call writes what they write: they can go first
+    prog.calls[:0] = once
+    prog.num_once = len(once)
     ret = value_of(body.body)
     rets = ret[1] if ret[0] == "tuple" else [ret]
     for r in rets:
@@ -245,7 +270,7 @@ def emit_c(prog: Program, arena_offsets: dict[int, int], arena_bytes: int,
     lines += ["};", "", "const wf_plan wasmforge_plan = {",
               f"  {len(kernels)}u, kernel_names, kernel_ptrs,",
               f"  {len(prog.tensors)}u, tensors, dltensors, shapes,",
-              f"  {len(arows)}u, args, {len(crows)}u, calls, {max_args}u,",
+              f"  {len(arows)}u, args, {len(crows)}u, calls, {max_args}u, {prog.num_once}u,",
               f"  {len(prog.inputs)}u, inputs, {len(prog.outputs)}u, outputs,",
               f"  arena, {arena_bytes}u, wasmforge_weights, {weights_bytes}u,", "};", ""]
     return "\n".join(lines)
@@ -313,7 +338,8 @@ def run(lowered_json: str, io_json: str, out_dir: str) -> dict:
     files.write_bytes(os.path.join(out_dir, "executor.c"),
                       emit_c(prog, offsets, arena_bytes, woffs, wbytes, io).encode())
     naive = sum(align(prog.storages[s]) for s in storage_intervals(prog))
-    plan = {"calls": [{"kernel": c.kernel, "args": c.args} for c in prog.calls],
+    plan = {"calls": [{"kernel": c.kernel, "args": c.args} for c in prog.calls], "once_calls": prog.num_once,
+            "persistent_bytes": sum(align(prog.storages[s]) for s in prog.persistent),
             "kernels": sorted({c.kernel for c in prog.calls}),
             "arena_bytes": arena_bytes, "arena_bytes_without_sharing": naive,
             "weights_bytes": wbytes, "constants": len(prog.consts),

@@ -70,6 +70,11 @@ class Program:
     calls: list[Call] = field(default_factory=list)
     inputs: list[tuple[str, int]] = field(default_factory=list)   # (name, tensor id)
     outputs: list[int] = field(default_factory=list)              # tensor ids
+    # once-calls: kernels whose inputs are all constants (or once-calls' results), run on an
+    # instance's first run only, first of all calls; each writes a storage of its own that
+    # lives as long as the instance
+    num_once: int = 0
+    persistent: set[int] = field(default_factory=set)            # storage ids
 
     def tensor(self, t: Tensor) -> int:
         self.tensors.append(t)
@@ -94,6 +99,8 @@ def storage_intervals(prog: Program) -> dict[int, tuple[int, int]]:
                 touch(v, i)
     for tid in prog.outputs:
         touch(tid, len(prog.calls))
+    for sid in prog.persistent:
+        iv[sid] = (0, len(prog.calls))
     return iv
 
 
