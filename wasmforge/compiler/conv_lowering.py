@@ -284,9 +284,7 @@ def legalizer(winograd: bool):
                               a.dilation, primfunc_name_hint=DEPTHWISE_BLOCK)
         if (winograd and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW" and str(a.out_layout) == "NCHW"
                 and _winograd_call(call) and call.args[0].ty.dtype == "float32"):
-            from tvm import relax
-
-            from tvm import topi
+            from tvm import relax, topi
 
             # HWIO at build time (FoldConstant), then hidden from FoldConstant: the transform
             # runs once per instance (module docstring)
