@@ -57,6 +57,7 @@ def _publish(m: dsl.Model, args) -> str:
 def _serve(m: dsl.Model, args) -> str:
     """``wasmtime serve`` on the AOT-compiled HTTP component, in the foreground (Ctrl-C stops)."""
     from wasmforge import toolchain
+    from wasmforge.stages import http
 
     cwasm = graph.Paths(m).http_aot
     if not os.path.isfile(cwasm):
@@ -64,7 +65,7 @@ def _serve(m: dsl.Model, args) -> str:
     wasmtime = toolchain.wasmtime_cli().path
     print(f"serving {m.name} at http://{args.host}:{args.port}/v2/models/{m.name} (the Open Inference "
           f"Protocol; POST .../infer; Ctrl-C stops)", file=sys.stderr, flush=True)
-    os.execv(wasmtime, [wasmtime, "serve", "--allow-precompiled", "--addr", f"{args.host}:{args.port}", cwasm])
+    os.execv(wasmtime, http.serve_argv(wasmtime, cwasm, args.host, args.port, precompiled=True))
 
 
 def summary(stage: str, result: dict) -> str:

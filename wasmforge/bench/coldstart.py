@@ -36,7 +36,7 @@ def ours_once(wasmtime_cli: str, cwasm: str, model: str, body: bytes, headers: d
     """Seconds from starting ``wasmtime serve`` to the first infer answer."""
     port = http.free_port()
     t0 = time.perf_counter()
-    proc = subprocess.Popen([wasmtime_cli, "serve", "--allow-precompiled", "--addr", f"127.0.0.1:{port}", cwasm],
+    proc = subprocess.Popen(http.serve_argv(wasmtime_cli, cwasm, "127.0.0.1", port, precompiled=True),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while True:

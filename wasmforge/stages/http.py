@@ -34,6 +34,17 @@ HANDLER_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
                               "wasmforge_http.c")
 HANDLER_WORLD = "http-server"
 START_TIMEOUT_S = 300.0   # wasmtime compiles the component before it listens: ResNet-50 takes about 20 s
+# requests an instance serves before wasmtime serve drops it (its default for a WASI 0.2
+# component is 1: a new instance per request). A new instance makes its Winograd weights on
+# its first run, so reuse saves that on every request after the first; the bound caps what
+# an instance could accumulate.
+INSTANCE_REUSE = 10000
+
+
+def serve_argv(wasmtime_cli: str, component: str, host: str, port: int, precompiled: bool) -> list[str]:
+    """The ``wasmtime serve`` command line, for the stage's check, the tests and ``doit serve``."""
+    return [wasmtime_cli, "serve", "--addr", f"{host}:{port}", "--max-instance-reuse-count", str(INSTANCE_REUSE),
+            *(["--allow-precompiled"] if precompiled else []), component]
 
 
 def _run(argv: list[str], what: str, path: str) -> None:
@@ -76,8 +87,7 @@ class Server:
     def __init__(self, wasmtime_cli: str, component: str, port: int | None = None, precompiled: bool = False,
                  timeout: float = START_TIMEOUT_S):
         self.port = port or free_port()
-        self.argv = [wasmtime_cli, "serve", "--addr", f"127.0.0.1:{self.port}",
-                     *(["--allow-precompiled"] if precompiled else []), component]
+        self.argv = serve_argv(wasmtime_cli, component, "127.0.0.1", self.port, precompiled)
         self.timeout = timeout
         self.proc: subprocess.Popen | None = None
 
