@@ -131,8 +131,6 @@ def test_doit_serve_resnet50_answers_a_curl_infer_request_with_onnxruntimes_top1
     """The README's "Serve over HTTP": `doit serve:resnet50 --port N`, then curl, JSON in and out."""
     import shutil
     import signal
-    import socket
-    import time
 
     import numpy as np
     import onnxruntime as ort
@@ -145,14 +143,7 @@ def test_doit_serve_resnet50_answers_a_curl_infer_request_with_onnxruntimes_top1
     proc = subprocess.Popen([sys.executable, "-m", "doit", "serve:resnet50", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 1800
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-                time.sleep(0.2)
+        http.wait_listening(port, proc, 1800)
         x = np.random.default_rng(21).standard_normal((1, 3, 224, 224)).astype(np.float32)
         req = tmp_path / "req.json"
         req.write_text(json.dumps({"inputs": [{"name": "gpu_0/data_0", "shape": [1, 3, 224, 224], "datatype": "FP32",
@@ -164,6 +155,14 @@ def test_doit_serve_resnet50_answers_a_curl_infer_request_with_onnxruntimes_top1
             None, {"gpu_0/data_0": x})[0].ravel()
         assert got.shape == (1000,) and got.argmax() == want.argmax()
         assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max() + 1e-5
+        # the same inputs as raw bytes: the same answer; a wrong shape: a 400 naming it
+        body, headers = http.binary_infer_body({"gpu_0/data_0": x})
+        status, h, b = http.request(port, "POST", "/v2/models/resnet50/infer", body, headers)
+        assert status == 200 and np.array_equal(http.binary_outputs(b, h)["gpu_0/softmax_1"].ravel(), got)
+        bad = json.dumps({"inputs": [{"name": "gpu_0/data_0", "shape": [1, 3, 224], "datatype": "FP32",
+                                      "data": [0.0] * 672}]}).encode()
+        status, _, b = http.request(port, "POST", "/v2/models/resnet50/infer", bad)
+        assert status == 400 and "shape [1, 3, 224], the model takes [1, 3, 224, 224]" in json.loads(b)["error"]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)

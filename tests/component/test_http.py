@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -243,14 +242,7 @@ def test_doit_serve_answers_curl(served, tmp_path):
     proc = subprocess.Popen(d.argv("serve:tiny", "--port", str(port)), env=d.env(), cwd=os.path.dirname(d.decls),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-                time.sleep(0.1)
+        http.wait_listening(port, proc, 120)
         x = np.random.default_rng(5).standard_normal(SHAPE).astype(np.float32)
         (tmp_path / "req.json").write_bytes(json_body(x))
         out = subprocess.run(["curl", "-s", "-X", "POST", f"http://127.0.0.1:{port}/v2/models/tiny/infer",

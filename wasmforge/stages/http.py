@@ -81,6 +81,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float) -> None:
+    """Until something accepts on the loopback ``port``; raises if ``proc`` exits first or
+    ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                out = proc.stdout.read()[-2000:] if proc.stdout else ""
+                raise RuntimeError(f"the server exited ({proc.returncode}) before it listened: {out}") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listened on port {port} within {timeout:.0f} s") from None
+            time.sleep(0.05)
+
+
 class Server:
     """``wasmtime serve`` on a loopback port, for as long as the ``with`` block lasts."""
 
@@ -93,17 +110,12 @@ class Server:
 
     def __enter__(self) -> "Server":
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"wasmtime serve exited ({self.proc.returncode}): {self.proc.stdout.read()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.__exit__()
-        raise RuntimeError(f"wasmtime serve did not listen on port {self.port} within {self.timeout:.0f} s")
+        try:
+            wait_listening(self.port, self.proc, self.timeout)
+        except RuntimeError:
+            self.__exit__()
+            raise
+        return self
 
     def __exit__(self, *exc) -> None:
         if self.proc and self.proc.poll() is None:
