@@ -339,6 +339,9 @@ static int jstring(json* j, const char** s, size_t* n) {
 
 static int jskip(json* j, int depth);
 
+/* The key k[0..kn) is `name`. */
+static int jkey(const char* k, size_t kn, const char* name) { return strlen(name) == kn && memcmp(k, name, kn) == 0; }
+
 static int jliteral(json* j, const char* word) {
   size_t n = strlen(word);
   if (j->i + n > j->n || memcmp(j->s + j->i, word, n) != 0) return jfail(j, "malformed JSON: unexpected value");
@@ -435,12 +438,12 @@ static int parse_parameters(json* j, long* binary_size, int* binary_data, int* b
   do {
     if (!jstring(j, &k, &kn) || !jeat(j, ':')) return jfail(j, "malformed JSON: expected \"key\": value");
     uint64_t v;
-    if (binary_size && kn == 16 && !memcmp(k, "binary_data_size", 16)) {
+    if (binary_size && jkey(k, kn, "binary_data_size")) {
       if (!juint(j, &v)) return jfail(j, "binary_data_size must be a non-negative integer");
       *binary_size = (long)v;
-    } else if (binary_data && kn == 11 && !memcmp(k, "binary_data", 11)) {
+    } else if (binary_data && jkey(k, kn, "binary_data")) {
       if (!jbool(j, binary_data)) return jfail(j, "binary_data must be true or false");
-    } else if (binary_output && kn == 18 && !memcmp(k, "binary_data_output", 18)) {
+    } else if (binary_output && jkey(k, kn, "binary_data_output")) {
       if (!jbool(j, binary_output)) return jfail(j, "binary_data_output must be true or false");
     } else if (!jskip(j, 0)) return 0;
   } while (jeat(j, ','));
@@ -457,16 +460,16 @@ static int parse_input(json* j, req_input* in) {
   if (jeat(j, '}')) return 1;
   do {
     if (!jstring(j, &k, &kn) || !jeat(j, ':')) return jfail(j, "malformed JSON: expected \"key\": value");
-    if (kn == 4 && !memcmp(k, "name", 4)) {
+    if (jkey(k, kn, "name")) {
       if (!jstring(j, &in->name, &in->name_len)) return jfail(j, "an input's \"name\" must be a string");
-    } else if (kn == 8 && !memcmp(k, "datatype", 8)) {
+    } else if (jkey(k, kn, "datatype")) {
       const char* d;
       size_t dn;
       if (!jstring(j, &d, &dn)) return jfail(j, "an input's \"datatype\" must be a string");
       in->datatype = dt_parse(d, dn);
       if (in->datatype < 0) return jfail(j, "unknown datatype: the model's tensors use BOOL, UINT8..UINT64, "
                                              "INT8..INT64, FP16, FP32 or FP64");
-    } else if (kn == 5 && !memcmp(k, "shape", 5)) {
+    } else if (jkey(k, kn, "shape")) {
       if (!jeat(j, '[')) return jfail(j, "an input's \"shape\" must be an array of integers");
       in->has_shape = 1;
       if (!jeat(j, ']')) {
@@ -478,12 +481,12 @@ static int parse_input(json* j, req_input* in) {
         } while (jeat(j, ','));
         if (!jeat(j, ']')) return jfail(j, "malformed JSON: expected , or ]");
       }
-    } else if (kn == 4 && !memcmp(k, "data", 4)) {
+    } else if (jkey(k, kn, "data")) {
       jws(j);
       in->data_at = j->i;
       in->has_data = 1;
       if (!jskip(j, 0)) return 0;
-    } else if (kn == 10 && !memcmp(k, "parameters", 10)) {
+    } else if (jkey(k, kn, "parameters")) {
       if (!parse_parameters(j, &in->binary_size, NULL, NULL)) return 0;
     } else if (!jskip(j, 0)) return 0;
   } while (jeat(j, ','));
@@ -498,9 +501,9 @@ static int parse_output(json* j, req_output* out) {
   if (jeat(j, '}')) return 1;
   do {
     if (!jstring(j, &k, &kn) || !jeat(j, ':')) return jfail(j, "malformed JSON: expected \"key\": value");
-    if (kn == 4 && !memcmp(k, "name", 4)) {
+    if (jkey(k, kn, "name")) {
       if (!jstring(j, &out->name, &out->name_len)) return jfail(j, "an output's \"name\" must be a string");
-    } else if (kn == 10 && !memcmp(k, "parameters", 10)) {
+    } else if (jkey(k, kn, "parameters")) {
       if (!parse_parameters(j, NULL, &out->binary, NULL)) return 0;
     } else if (!jskip(j, 0)) return 0;
   } while (jeat(j, ','));
@@ -516,7 +519,7 @@ static int parse_request(json* j, infer_request* r) {
   if (!jeat(j, '}')) {
     do {
       if (!jstring(j, &k, &kn) || !jeat(j, ':')) return jfail(j, "malformed JSON: expected \"key\": value");
-      if (kn == 6 && !memcmp(k, "inputs", 6)) {
+      if (jkey(k, kn, "inputs")) {
         seen_inputs = 1;
         if (!jeat(j, '[')) return jfail(j, "\"inputs\" must be an array");
         if (!jeat(j, ']')) {
@@ -526,7 +529,7 @@ static int parse_request(json* j, infer_request* r) {
           } while (jeat(j, ','));
           if (!jeat(j, ']')) return jfail(j, "malformed JSON: expected , or ]");
         }
-      } else if (kn == 7 && !memcmp(k, "outputs", 7)) {
+      } else if (jkey(k, kn, "outputs")) {
         if (!jeat(j, '[')) return jfail(j, "\"outputs\" must be an array");
         if (!jeat(j, ']')) {
           do {
@@ -535,9 +538,9 @@ static int parse_request(json* j, infer_request* r) {
           } while (jeat(j, ','));
           if (!jeat(j, ']')) return jfail(j, "malformed JSON: expected , or ]");
         }
-      } else if (kn == 2 && !memcmp(k, "id", 2)) {
+      } else if (jkey(k, kn, "id")) {
         if (!jstring(j, &r->id, &r->id_len)) return jfail(j, "\"id\" must be a string");
-      } else if (kn == 10 && !memcmp(k, "parameters", 10)) {
+      } else if (jkey(k, kn, "parameters")) {
         if (!parse_parameters(j, NULL, NULL, &r->binary_output)) return 0;
       } else if (!jskip(j, 0)) return 0;
     } while (jeat(j, ','));
