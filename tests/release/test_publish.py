@@ -90,8 +90,22 @@ def test_a_released_version_is_never_overwritten_with_other_content(doit):
     assert os.path.isfile(os.path.join(release(doit, version="1.0.1"), "tiny-1.0.1.tar.gz"))
 
 
+@pytest.mark.parametrize("spec, target", [
+    ("127.0.0.1:5000", ("127.0.0.1:5000", "tiny")),
+    ("127.0.0.1:5000/zoo/", ("127.0.0.1:5000", "zoo/tiny")),
+    ("https://ghcr.io/acme/models", ("https://ghcr.io", "acme/models/tiny")),
+    ("http://127.0.0.1:5000", ("http://127.0.0.1:5000", "tiny")),
+    ("", None),
+])
+def test_registry_target_keeps_the_scheme_with_the_registry(monkeypatch, spec, target):
+    from wasmforge.release.publish import registry_target
+
+    monkeypatch.setenv("WASMFORGE_REGISTRY", spec)
+    assert registry_target("tiny") == target
+
+
 def test_oci_push_pull_and_refusal(doit, registry, tmp_path):
-    env = {"WASMFORGE_REGISTRY": f"{registry.address}/wasmforge"}
+    env = {"WASMFORGE_REGISTRY": f"http://{registry.address}/wasmforge"}   # the URL form
     declare(doit, seed=1)
     doit("publish:tiny", **env)
     pulled = oci.pull(registry.address, "wasmforge/tiny", "1.0.0", str(tmp_path / "pulled"))

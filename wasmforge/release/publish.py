@@ -98,12 +98,16 @@ def sha256sums(contents: dict[str, bytes]) -> bytes:
 
 
 def registry_target(model: str) -> tuple[str, str] | None:
-    """(registry, repository) from WASMFORGE_REGISTRY=host:port[/namespace], or None."""
-    spec = os.environ.get("WASMFORGE_REGISTRY")
+    """(registry, repository) from ``WASMFORGE_REGISTRY=[http(s)://]host[:port][/namespace]``,
+    or None. The scheme, when given, stays with the registry (``oci`` reads it); a bare host
+    is reached over plain HTTP."""
+    spec = os.environ.get("WASMFORGE_REGISTRY", "").strip()
     if not spec:
         return None
-    host, _, namespace = spec.partition("/")
-    return host, f"{namespace.strip('/')}/{model}" if namespace.strip("/") else model
+    scheme, sep, rest = spec.partition("://")
+    host, _, namespace = (rest if sep else spec).partition("/")
+    namespace = namespace.strip("/")
+    return (f"{scheme}://{host}" if sep else host), (f"{namespace}/{model}" if namespace else model)
 
 
 def _validated(wasm: str, report_path: str, what: str) -> dict:
