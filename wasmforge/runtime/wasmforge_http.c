@@ -364,28 +364,47 @@ static int jnumber_span(json* j, size_t* start, int* integer) {
   return j->i > digits ? 1 : jfail(j, "malformed JSON: expected a number");
 }
 
+/* One object, with j at each value in turn: on_key(j, key, key_len, ctx) returns 1 when it
+   read the value, 0 on an error (j->err set), or -1 for a key it does not know, whose value
+   is then skipped. not_object: the error when the value is no object. */
+typedef int (*jon_key)(json* j, const char* k, size_t kn, void* ctx);
+static int jobject(json* j, const char* not_object, jon_key on_key, void* ctx) {
+  const char* k;
+  size_t kn;
+  if (!jeat(j, '{')) return jfail(j, not_object);
+  if (jeat(j, '}')) return 1;
+  do {
+    if (!jstring(j, &k, &kn) || !jeat(j, ':')) return jfail(j, "malformed JSON: expected \"key\": value");
+    int read = on_key(j, k, kn, ctx);
+    if (read == 0 || (read < 0 && !jskip(j, 0))) return 0;
+  } while (jeat(j, ','));
+  return jeat(j, '}') ? 1 : jfail(j, "malformed JSON: expected , or }");
+}
+
+/* One array, with j at each item in turn: on_item(j, ctx) reads it, or returns 0 on an error. */
+typedef int (*jon_item)(json* j, void* ctx);
+static int jarray(json* j, const char* not_array, jon_item on_item, void* ctx) {
+  if (!jeat(j, '[')) return jfail(j, not_array);
+  if (jeat(j, ']')) return 1;
+  do { if (!on_item(j, ctx)) return 0; } while (jeat(j, ','));
+  return jeat(j, ']') ? 1 : jfail(j, "malformed JSON: expected , or ]");
+}
+
+static int jskip_value(json* j, const char* k, size_t kn, void* depth) {
+  (void)k; (void)kn;
+  return jskip(j, *(int*)depth);
+}
+static int jskip_item(json* j, void* depth) { return jskip(j, *(int*)depth); }
+
 static int jskip(json* j, int depth) {
   if (depth > 64) return jfail(j, "JSON nested too deeply");
   int c = jpeek(j);
   const char* s;
   size_t n;
-  int integer;
+  int integer, inner = depth + 1;
   if (c == '"') return jstring(j, &s, &n);
-  if (c == '{') {
-    ++j->i;
-    if (jeat(j, '}')) return 1;
-    do {
-      if (!jstring(j, &s, &n) || !jeat(j, ':')) return jfail(j, "malformed JSON: expected \"key\": value");
-      if (!jskip(j, depth + 1)) return 0;
-    } while (jeat(j, ','));
-    return jeat(j, '}') ? 1 : jfail(j, "malformed JSON: expected , or }");
-  }
-  if (c == '[') {
-    ++j->i;
-    if (jeat(j, ']')) return 1;
-    do { if (!jskip(j, depth + 1)) return 0; } while (jeat(j, ','));
-    return jeat(j, ']') ? 1 : jfail(j, "malformed JSON: expected , or ]");
-  }
+  if (c == '{') return jobject(j, "", jskip_value, &inner);
+  if (c == '[') return jarray(j, "", jskip_item, &inner);
   if (c == 't') return jliteral(j, "true");
   if (c == 'f') return jliteral(j, "false");
   if (c == 'n') return jliteral(j, "null");
@@ -430,125 +449,111 @@ typedef struct {
   const char* id; size_t id_len;
 } infer_request;
 
-static int parse_parameters(json* j, long* binary_size, int* binary_data, int* binary_output) {
-  const char* k;
-  size_t kn;
-  if (!jeat(j, '{')) return jfail(j, "\"parameters\" must be an object");
-  if (jeat(j, '}')) return 1;
-  do {
-    if (!jstring(j, &k, &kn) || !jeat(j, ':')) return jfail(j, "malformed JSON: expected \"key\": value");
-    uint64_t v;
-    if (binary_size && jkey(k, kn, "binary_data_size")) {
-      if (!juint(j, &v)) return jfail(j, "binary_data_size must be a non-negative integer");
-      *binary_size = (long)v;
-    } else if (binary_data && jkey(k, kn, "binary_data")) {
-      if (!jbool(j, binary_data)) return jfail(j, "binary_data must be true or false");
-    } else if (binary_output && jkey(k, kn, "binary_data_output")) {
-      if (!jbool(j, binary_output)) return jfail(j, "binary_data_output must be true or false");
-    } else if (!jskip(j, 0)) return 0;
-  } while (jeat(j, ','));
-  return jeat(j, '}') ? 1 : jfail(j, "malformed JSON: expected , or }");
+/* parameters: each pointer is the field this object may set, or NULL where it may not */
+typedef struct { long* binary_size; int* binary_data; int* binary_output; } req_parameters;
+
+static int parameters_key(json* j, const char* k, size_t kn, void* ctx) {
+  req_parameters* p = ctx;
+  uint64_t v;
+  if (p->binary_size && jkey(k, kn, "binary_data_size")) {
+    if (!juint(j, &v)) return jfail(j, "binary_data_size must be a non-negative integer");
+    *p->binary_size = (long)v;
+    return 1;
+  }
+  if (p->binary_data && jkey(k, kn, "binary_data"))
+    return jbool(j, p->binary_data) ? 1 : jfail(j, "binary_data must be true or false");
+  if (p->binary_output && jkey(k, kn, "binary_data_output"))
+    return jbool(j, p->binary_output) ? 1 : jfail(j, "binary_data_output must be true or false");
+  return -1;
 }
 
-static int parse_input(json* j, req_input* in) {
-  const char* k;
-  size_t kn;
+static int parse_parameters(json* j, long* binary_size, int* binary_data, int* binary_output) {
+  req_parameters p = {binary_size, binary_data, binary_output};
+  return jobject(j, "\"parameters\" must be an object", parameters_key, &p);
+}
+
+static int shape_item(json* j, void* ctx) {
+  req_input* in = ctx;
+  uint64_t v;
+  if (in->ndim == MAX_DIMS) return jfail(j, "an input's shape has more than 8 dimensions");
+  if (!juint(j, &v) || v > 0xffffffffu) return jfail(j, "an input's \"shape\" must be an array of integers");
+  in->shape[in->ndim++] = (uint32_t)v;
+  return 1;
+}
+
+static int input_key(json* j, const char* k, size_t kn, void* ctx) {
+  req_input* in = ctx;
+  if (jkey(k, kn, "name"))
+    return jstring(j, &in->name, &in->name_len) ? 1 : jfail(j, "an input's \"name\" must be a string");
+  if (jkey(k, kn, "datatype")) {
+    const char* d;
+    size_t dn;
+    if (!jstring(j, &d, &dn)) return jfail(j, "an input's \"datatype\" must be a string");
+    in->datatype = dt_parse(d, dn);
+    return in->datatype >= 0 ? 1 : jfail(j, "unknown datatype: the model's tensors use BOOL, UINT8..UINT64, "
+                                            "INT8..INT64, FP16, FP32 or FP64");
+  }
+  if (jkey(k, kn, "shape")) {
+    in->has_shape = 1;
+    return jarray(j, "an input's \"shape\" must be an array of integers", shape_item, in);
+  }
+  if (jkey(k, kn, "data")) {
+    jws(j);
+    in->data_at = j->i;
+    in->has_data = 1;
+    return jskip(j, 0);
+  }
+  if (jkey(k, kn, "parameters")) return parse_parameters(j, &in->binary_size, NULL, NULL);
+  return -1;
+}
+
+static int output_key(json* j, const char* k, size_t kn, void* ctx) {
+  req_output* out = ctx;
+  if (jkey(k, kn, "name"))
+    return jstring(j, &out->name, &out->name_len) ? 1 : jfail(j, "an output's \"name\" must be a string");
+  if (jkey(k, kn, "parameters")) return parse_parameters(j, NULL, &out->binary, NULL);
+  return -1;
+}
+
+static int input_item(json* j, void* ctx) {
+  infer_request* r = ctx;
+  if (r->n_in == MAX_TENSORS) return jfail(j, "more than 64 inputs");
+  req_input* in = &r->in[r->n_in++];
   memset(in, 0, sizeof(*in));
   in->datatype = -1;
   in->binary_size = -1;
-  if (!jeat(j, '{')) return jfail(j, "each of \"inputs\" must be an object");
-  if (jeat(j, '}')) return 1;
-  do {
-    if (!jstring(j, &k, &kn) || !jeat(j, ':')) return jfail(j, "malformed JSON: expected \"key\": value");
-    if (jkey(k, kn, "name")) {
-      if (!jstring(j, &in->name, &in->name_len)) return jfail(j, "an input's \"name\" must be a string");
-    } else if (jkey(k, kn, "datatype")) {
-      const char* d;
-      size_t dn;
-      if (!jstring(j, &d, &dn)) return jfail(j, "an input's \"datatype\" must be a string");
-      in->datatype = dt_parse(d, dn);
-      if (in->datatype < 0) return jfail(j, "unknown datatype: the model's tensors use BOOL, UINT8..UINT64, "
-                                             "INT8..INT64, FP16, FP32 or FP64");
-    } else if (jkey(k, kn, "shape")) {
-      if (!jeat(j, '[')) return jfail(j, "an input's \"shape\" must be an array of integers");
-      in->has_shape = 1;
-      if (!jeat(j, ']')) {
-        do {
-          uint64_t v;
-          if (in->ndim == MAX_DIMS) return jfail(j, "an input's shape has more than 8 dimensions");
-          if (!juint(j, &v) || v > 0xffffffffu) return jfail(j, "an input's \"shape\" must be an array of integers");
-          in->shape[in->ndim++] = (uint32_t)v;
-        } while (jeat(j, ','));
-        if (!jeat(j, ']')) return jfail(j, "malformed JSON: expected , or ]");
-      }
-    } else if (jkey(k, kn, "data")) {
-      jws(j);
-      in->data_at = j->i;
-      in->has_data = 1;
-      if (!jskip(j, 0)) return 0;
-    } else if (jkey(k, kn, "parameters")) {
-      if (!parse_parameters(j, &in->binary_size, NULL, NULL)) return 0;
-    } else if (!jskip(j, 0)) return 0;
-  } while (jeat(j, ','));
-  return jeat(j, '}') ? 1 : jfail(j, "malformed JSON: expected , or }");
+  return jobject(j, "each of \"inputs\" must be an object", input_key, in);
 }
 
-static int parse_output(json* j, req_output* out) {
-  const char* k;
-  size_t kn;
+static int output_item(json* j, void* ctx) {
+  infer_request* r = ctx;
+  if (r->n_out == MAX_TENSORS) return jfail(j, "more than 64 outputs");
+  req_output* out = &r->out[r->n_out++];
   memset(out, 0, sizeof(*out));
-  if (!jeat(j, '{')) return jfail(j, "each of \"outputs\" must be an object");
-  if (jeat(j, '}')) return 1;
-  do {
-    if (!jstring(j, &k, &kn) || !jeat(j, ':')) return jfail(j, "malformed JSON: expected \"key\": value");
-    if (jkey(k, kn, "name")) {
-      if (!jstring(j, &out->name, &out->name_len)) return jfail(j, "an output's \"name\" must be a string");
-    } else if (jkey(k, kn, "parameters")) {
-      if (!parse_parameters(j, NULL, &out->binary, NULL)) return 0;
-    } else if (!jskip(j, 0)) return 0;
-  } while (jeat(j, ','));
-  return jeat(j, '}') ? 1 : jfail(j, "malformed JSON: expected , or }");
+  return jobject(j, "each of \"outputs\" must be an object", output_key, out);
+}
+
+typedef struct { infer_request* r; int seen_inputs; } request_ctx;
+
+static int request_key(json* j, const char* k, size_t kn, void* ctx) {
+  request_ctx* c = ctx;
+  if (jkey(k, kn, "inputs")) {
+    c->seen_inputs = 1;
+    return jarray(j, "\"inputs\" must be an array", input_item, c->r);
+  }
+  if (jkey(k, kn, "outputs")) return jarray(j, "\"outputs\" must be an array", output_item, c->r);
+  if (jkey(k, kn, "id")) return jstring(j, &c->r->id, &c->r->id_len) ? 1 : jfail(j, "\"id\" must be a string");
+  if (jkey(k, kn, "parameters")) return parse_parameters(j, NULL, NULL, &c->r->binary_output);
+  return -1;
 }
 
 static int parse_request(json* j, infer_request* r) {
-  const char* k;
-  size_t kn;
-  int seen_inputs = 0;
+  request_ctx c = {r, 0};
   memset(r, 0, sizeof(*r));
-  if (!jeat(j, '{')) return jfail(j, "malformed JSON: the body must be an object with \"inputs\"");
-  if (!jeat(j, '}')) {
-    do {
-      if (!jstring(j, &k, &kn) || !jeat(j, ':')) return jfail(j, "malformed JSON: expected \"key\": value");
-      if (jkey(k, kn, "inputs")) {
-        seen_inputs = 1;
-        if (!jeat(j, '[')) return jfail(j, "\"inputs\" must be an array");
-        if (!jeat(j, ']')) {
-          do {
-            if (r->n_in == MAX_TENSORS) return jfail(j, "more than 64 inputs");
-            if (!parse_input(j, &r->in[r->n_in++])) return 0;
-          } while (jeat(j, ','));
-          if (!jeat(j, ']')) return jfail(j, "malformed JSON: expected , or ]");
-        }
-      } else if (jkey(k, kn, "outputs")) {
-        if (!jeat(j, '[')) return jfail(j, "\"outputs\" must be an array");
-        if (!jeat(j, ']')) {
-          do {
-            if (r->n_out == MAX_TENSORS) return jfail(j, "more than 64 outputs");
-            if (!parse_output(j, &r->out[r->n_out++])) return 0;
-          } while (jeat(j, ','));
-          if (!jeat(j, ']')) return jfail(j, "malformed JSON: expected , or ]");
-        }
-      } else if (jkey(k, kn, "id")) {
-        if (!jstring(j, &r->id, &r->id_len)) return jfail(j, "\"id\" must be a string");
-      } else if (jkey(k, kn, "parameters")) {
-        if (!parse_parameters(j, NULL, NULL, &r->binary_output)) return 0;
-      } else if (!jskip(j, 0)) return 0;
-    } while (jeat(j, ','));
-    if (!jeat(j, '}')) return jfail(j, "malformed JSON: expected , or }");
-  }
+  if (!jobject(j, "malformed JSON: the body must be an object with \"inputs\"", request_key, &c)) return 0;
   if (jpeek(j) != -1) return jfail(j, "malformed JSON: text after the object");
-  if (!seen_inputs) j->err = "the request has no \"inputs\"";
-  return seen_inputs;
+  if (!c.seen_inputs) j->err = "the request has no \"inputs\"";
+  return c.seen_inputs;
 }
 
 /* One JSON value of `data` (nested arrays flattened, row-major) into in->bytes. */
