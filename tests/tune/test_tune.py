@@ -259,10 +259,11 @@ def test_the_builder_makes_measurement_modules_and_kills_a_build_that_takes_too_
 
 def make_blocked_onnx(path):
     """A first convolution on RGB (3x3, 3 -> 16: the blocked stem layout), a 1x1 16 -> 32 with
-    stride 2 and a 3x3 32 -> 32 on its 4x4 output, each with relu, then pool, classifier and
-    softmax: two blocked convolutions (conv2d_NCHWc) and a Winograd one (one 4x4 tile: a
+    stride 2 and a 3x3 32 -> 32 on its 4x4 output, each with relu, then pool, classifier of 16
+    and softmax: two blocked convolutions (conv2d_NCHWc), a Winograd one (one 4x4 tile: a
     small grid, for a quick test; test_winograd_grid_schedules_compute_the_same_convolution
-    covers the larger tiles)."""
+    covers the larger tiles) and a matrix product of one row (tests/compiler/test_grid.py
+    covers the other kinds' spaces)."""
     import numpy as np
     import onnx
     from onnx import TensorProto as T
@@ -272,7 +273,7 @@ def make_blocked_onnx(path):
     inits = [numpy_helper.from_array(rng.normal(0, s, shape).astype(np.float32), n) for n, shape, s in (
         ("W1", (16, 3, 3, 3), 0.3), ("B1", (16,), 0.1), ("W2", (32, 16, 1, 1), 0.2), ("B2", (32,), 0.1),
         ("W3", (32, 32, 3, 3), 0.06), ("B3", (32,), 0.1),
-        ("G", (10, 32), 0.3), ("C", (10,), 0.1))]
+        ("G", (16, 32), 0.3), ("C", (16,), 0.1))]
     nodes = [helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c1"], ["r1"]),
              helper.make_node("Conv", ["r1", "W2", "B2"], ["c2"], strides=[2, 2]),
@@ -284,7 +285,7 @@ def make_blocked_onnx(path):
              helper.make_node("Gemm", ["f", "G", "C"], ["l"], transB=1),
              helper.make_node("Softmax", ["l"], ["y"], axis=1)]
     graph = helper.make_graph(nodes, "blocked", [helper.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 10])], inits)
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 16])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -353,9 +354,10 @@ def test_winograd_grid_schedules_compute_the_same_convolution():
 
 
 def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winners(doit):
-    """``tune --grid``: each blocked and Winograd convolution's register-tiled schedules, timed; with no
-    log, the fastest goes in; with one, a schedule goes in only when it beat the log's best
-    side by side, at the log best's time scaled by that ratio. The build applies them. With
+    """``tune --grid``: each blocked and Winograd convolution's register-tiled schedules, the
+    classifier's product tiles and the Winograd weight transform's parallel loop or none,
+    timed; with no log, the fastest goes in; with one, a schedule goes in only when it beat
+    the log's best side by side, at the log best's time scaled by that ratio. The build applies them. With
     ``--threads 2``, the same for the threads variant, into its own log."""
     make_blocked_onnx(os.path.join(doit.decls, "blk.onnx"))
     doit.declare("blk.py", "from wasmforge.dsl import model\nmodel('blk', onnx='blk.onnx', tune_trials=6)\n")
@@ -364,21 +366,23 @@ def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winner
 
     # the threads variant first, with no log at all: the fastest on 2 threads goes in its log
     res = doit("tune:blk", "--grid", "--threads", "2")
-    assert "schedules for 3 convolutions" in res.stderr and not os.path.exists(rec_path)
+    assert "schedules for 5 kernels" in res.stderr and not os.path.exists(rec_path)
     on_two = records(mt)
-    assert len(on_two) == 3 and all(r[1][2]["num-cores"] == 2 for r in on_two)
+    assert len(on_two) == 5 and all(r[1][2]["num-cores"] == 2 for r in on_two)
 
     res = doit("tune:blk", "--grid")
-    assert "schedules for 3 convolutions" in res.stderr and "tune --grid done" in res.stderr
+    assert "schedules for 5 kernels" in res.stderr and "tune --grid done" in res.stderr
     first = records(log)
-    assert len(first) == 3 and len({r[0] for r in first}) == 3   # one record per convolution
+    assert len(first) == 5 and len({r[0] for r in first}) == 5   # one record per kernel
     assert all(r[1][2]["num-cores"] == 1 and r[1][1][0] > 0 for r in first)
     assert "re-timing the threads log" in res.stderr and "against the new one-thread ones" in res.stderr
     doit("build:blk")
     info = json.load(open(doit.path("blk", "relax_build", "stage.json")))["result"]["tuning"]
     assert sum(k.startswith("fused_conv2d_NCHWc") for k in info["tuned_kernels"]) == 2, info
     assert sum(k.startswith("fused_conv2d_winograd") for k in info["tuned_kernels"]) == 1, info
-    # every convolution has a record: none takes a default schedule instead
+    assert sum("matmul" in k for k in info["tuned_kernels"]) == 1, info
+    assert "winograd_weight" in info["tuned_kernels"], info     # (its once-call: a kernel with no product)
+    # every kernel of the grid has a record: none takes a default schedule instead
     with open(doit.path("blk", "relax_build", "stage.json")) as f:
         assert json.load(f)["result"]["default_schedules"] == []
     assert json.load(open(doit.path("blk", "report.json")))["passed"] is True

@@ -22,7 +22,8 @@ store, the sums of a chunk of columns in L1 (AlexNet's 151 MB layer: 20 -> 7 ms 
 thread, Zen 5).
 
 Pure functions: ``extents`` finds the block and its shape, ``candidate`` picks the tile by
-rule, ``schedule`` applies it (a traced ``Schedule``).
+rule, ``candidates`` lists what ``tune --grid`` times, ``schedule`` applies one (a traced
+``Schedule``).
 """
 from __future__ import annotations
 
@@ -109,6 +110,23 @@ def candidate(ext: dict) -> dict | None:
     return None
 
 
+STREAM_GRID_TASKS = (1, 2, 4)
+
+
+def candidates(ext: dict) -> list[dict]:
+    """``tune --grid``'s space for a product of this shape: the rule's pick, every register
+    tile of ``TILES`` (and 8 x 8) that divides it and, for one row by large weights, the
+    streamed schedule in 1, 2 or 4 column chunks with each ``STREAM_ROWS`` count."""
+    cands = [candidate(ext)]
+    if stream_candidate(ext) is not None:
+        cands += [{"stream": ext["cols"] // tasks, "rows_at_once": rows}
+                  for tasks in STREAM_GRID_TASKS for rows in STREAM_ROWS
+                  if ext["cols"] % (tasks * LANES) == 0 and ext["depth"] % rows == 0]
+    cands += [{"rows": rows, "cols": cols} for rows, cols in ((8, 8), *TILES)
+              if ext["rows"] % rows == 0 and ext["cols"] % cols == 0]
+    return tiles.unique(cands)
+
+
 def stream_schedule(mod, cand: dict):
     """One row by large weights: per chunk of ``cand["stream"]`` columns (in parallel), the
     reduction outermost, each weight row's chunk read in order into the chunk's sums (4
@@ -153,3 +171,5 @@ def schedule(mod, cand: dict):
 
 # ``(candidate, schedule)`` for a matrix product no tuning record covers, or None
 default_candidate = tiles.by_rule(extents, candidate, schedule)
+# ``(candidates, schedule)`` for ``tune --grid``, or None
+space = tiles.by_grid(extents, candidates, schedule)

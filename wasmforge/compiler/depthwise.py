@@ -11,7 +11,8 @@ epilogue (bias, ReLU6) runs on each tile while it is hot. The channel blocks and
 parallel loop: the threads variant splits it over every core.
 
 Pure functions: ``extents`` finds the block, ``candidate`` picks the tile by rule,
-``schedule`` applies it (a traced ``Schedule``).
+``candidates`` lists what ``tune --grid`` times, ``schedule`` applies one (a traced
+``Schedule``).
 """
 from __future__ import annotations
 
@@ -39,6 +40,19 @@ def candidate(ext: list[int]) -> dict | None:
     return None
 
 
+GRID_MAX_ACCUMULATORS = 16   # the grid also times tiles that spill a few
+
+
+def candidates(ext: list[int]) -> list[dict]:
+    """``tune --grid``'s space: the rule's pick, then every pixel tile of ``PIXEL_TILES`` that
+    divides the row and keeps at most ``GRID_MAX_ACCUMULATORS`` vectors."""
+    _n, _c, _y, x, lanes, _rh, _rw = ext
+    if lanes % 4:
+        return []
+    return tiles.unique([candidate(ext)] + [{"pixels": px} for px in PIXEL_TILES
+                                            if x % px == 0 and px * lanes // 4 <= GRID_MAX_ACCUMULATORS])
+
+
 def schedule(mod, cand: dict):
     """``mod``'s depthwise convolution tiled as ``cand`` says, its epilogue fused per tile."""
     from tvm import s_tir
@@ -55,3 +69,5 @@ def schedule(mod, cand: dict):
 
 # ``(candidate, schedule)`` for a depthwise convolution no tuning record covers, or None
 default_candidate = tiles.by_rule(extents, candidate, schedule)
+# ``(candidates, schedule)`` for ``tune --grid``, or None
+space = tiles.by_grid(extents, candidates, schedule)

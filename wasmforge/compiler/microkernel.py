@@ -29,7 +29,9 @@ contiguous.
 Pure functions only: ``space`` finds a workload's kind and extents, ``candidates`` and
 ``winograd_candidates`` list the spaces, ``schedule`` and ``winograd_schedule`` apply one
 candidate (as a traced ``Schedule``, so it can be a tuning record), and
-``default_candidate`` picks one by rule for a kernel no tuning log covers.
+``default_candidate`` picks one by rule for a kernel no tuning log covers. ``grid_space``
+is the grid of every kernel kind with a default schedule (these and ``dense``'s,
+``depthwise``'s, ``pointwise``'s and ``spatial``'s).
 """
 
 from __future__ import annotations
@@ -267,6 +269,19 @@ def default_candidate(mod):
         if None not in key:
             ranked.append((key, c))
     return (min(ranked, key=lambda kc: kc[0])[1], sched) if ranked else None
+
+
+def grid_space(mod):
+    """``tune --grid``'s space for any kernel a default schedule covers: ``(candidates,
+    schedule function)``, or None. The kinds are tried in the defaults' order: blocked and
+    Winograd convolutions (``space``), matrix products, depthwise convolutions, NCHW 1x1
+    convolutions, then kernels with no product."""
+    from wasmforge.compiler import dense, depthwise, pointwise, spatial
+
+    for kind_space in (space, dense.space, depthwise.space, pointwise.space, spatial.space):
+        if (found := kind_space(mod)) is not None:
+            return found
+    return None
 
 
 def apply_default_schedules(mod):

@@ -19,7 +19,8 @@ whole-row tile ran 3.4x to 4.5x faster than one row's 7 pixels on rows of 7 and 
 faster on rows of 28.
 
 Pure functions: ``extents`` finds the block, ``candidate`` picks the tile by rule,
-``schedule`` applies it (a traced ``Schedule``).
+``candidates`` lists what ``tune --grid`` times, ``schedule`` applies one (a traced
+``Schedule``).
 """
 from __future__ import annotations
 
@@ -72,6 +73,23 @@ def candidate(ext: dict) -> dict | None:
     return None
 
 
+GRID_ROW_TILE_OUT = (1, 2, 4)
+GRID_MAX_ACCUMULATORS = 28      # vectors: output channels x the rows' pixels / 4
+
+
+def candidates(ext: dict) -> list[dict]:
+    """``tune --grid``'s space: the rule's pick; whole-row tiles of 1, 2 or 4 output channels
+    by every count of whole rows (dividing the height) of at least 8 pixels, up to
+    ``GRID_MAX_ACCUMULATORS`` vectors; and every tile of ``TILES`` that divides the image."""
+    h, w, out = ext["height"], ext["width"], ext["out"]
+    cands = [candidate(ext)]
+    cands += [{"block": ext["block"], "rows": o, "image_rows": k} for o in GRID_ROW_TILE_OUT for k in range(1, h + 1)
+              if out % o == 0 and h % k == 0 and k * w >= 8 and o * -(-k * w // 4) <= GRID_MAX_ACCUMULATORS]
+    cands += [{"block": ext["block"], "rows": rows, "cols": cols} for rows, cols in TILES
+              if out % rows == 0 and w % cols == 0]
+    return tiles.unique(cands)
+
+
 def schedule(mod, cand: dict):
     """``mod``'s 1x1 convolution tiled as ``cand`` says, its epilogue fused per tile."""
     from tvm import s_tir
@@ -99,3 +117,5 @@ def schedule(mod, cand: dict):
 
 # ``(candidate, schedule)`` for such a convolution no tuning record covers, or None
 default_candidate = tiles.by_rule(extents, candidate, schedule)
+# ``(candidates, schedule)`` for ``tune --grid``, or None
+space = tiles.by_grid(extents, candidates, schedule)

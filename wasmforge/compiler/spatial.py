@@ -21,8 +21,12 @@ Inception-v1 0.90 on 2 threads, 0.98 on one; DenseNet-121 0.97 and 1.00. Paralle
 alone, without the vectors, gave DenseNet-121 1.14 on one thread. The pools' window inside:
 Inception-v1 a further 0.96 on one thread and 0.97 on two, DenseNet-121 and SqueezeNet 1.00.
 
-Pure functions: ``extents`` classifies the kernel, ``candidate`` picks the rule, ``schedule``
-applies it (a traced ``Schedule``).
+``tune --grid`` times the rule against the kernel left serial (``candidates``): a small
+kernel on a machine whose second core is slow to start can lose its parallel loop.
+
+Pure functions: ``extents`` classifies the kernel, ``candidate`` picks the rule,
+``candidates`` lists what ``tune --grid`` times, ``schedule`` applies one (a traced
+``Schedule``).
 """
 from __future__ import annotations
 
@@ -77,6 +81,12 @@ def candidate(ext: dict) -> dict | None:
     return {"vectorize": not ext["reductions"]}
 
 
+def candidates(ext: dict) -> list[dict]:
+    """``tune --grid``'s space: the rule's pick, and the kernel as it is (``serial``)."""
+    rule = candidate(ext)
+    return [rule, {"serial": True}] if rule else []
+
+
 def _window_inside(sch, block, vector: bool) -> set[str]:
     """A pool's window loops moved inside its spatial loops but outside the innermost one
     (the image's columns in NCHW, the channel block in NCHW[b]c), so that the innermost loop
@@ -122,6 +132,8 @@ def schedule(mod, cand: dict):
     from tvm import s_tir
 
     sch = s_tir.Schedule(mod)
+    if cand.get("serial"):     # (a grid candidate: the kernel unchanged, an empty trace)
+        return sch
     found, done = False, set()
     for name in tiles.block_names(sch):
         if name in POOL_BLOCKS and (pooled := _window_inside(sch, sch.get_sblock(name), vector=True)):
@@ -152,3 +164,5 @@ def schedule(mod, cand: dict):
 
 # ``(candidate, schedule)`` for such a kernel, or None
 default_candidate = tiles.by_rule(extents, candidate, schedule)
+# ``(candidates, schedule)`` for ``tune --grid``, or None
+space = tiles.by_grid(extents, candidates, schedule)

@@ -1,6 +1,6 @@
 """What the register tiles share (``microkernel``'s grid, and the default tiles of ``dense``,
 ``depthwise`` and ``pointwise``): finding a kernel's loops, the epilogue fused into the
-tile, the tile's common end, and the rule that picks one."""
+tile, the tile's common end, the rule that picks one, and the space ``tune --grid`` times."""
 from __future__ import annotations
 
 
@@ -61,3 +61,25 @@ def by_rule(extents, candidate, schedule):
         cand = candidate(ext) if ext is not None else None
         return (cand, schedule) if cand else None
     return default_candidate
+
+
+def by_grid(extents, candidates, schedule):
+    """A ``space(mod)`` for ``tune --grid``: ``(candidates, schedule)`` for a kernel
+    ``extents`` recognizes and ``candidates`` lists schedules for, else None. The rule's own
+    pick comes first in every list, so the grid always times the default against the rest."""
+    def space(mod):
+        ext = extents(mod)
+        cands = candidates(ext) if ext is not None else []
+        return (cands, schedule) if cands else None
+    return space
+
+
+def unique(cands) -> list[dict]:
+    """``cands`` without repeats (and without None), in order."""
+    seen, out = set(), []
+    for c in cands:
+        key = repr(sorted(c.items())) if c else None
+        if key is not None and key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out

@@ -90,10 +90,11 @@ def recheck_threads_log(ctx: TuneContext, names: list[str], label: str) -> dict 
 
 def grid(ctx: TuneContext, names: list[str] | None = None, rounds: int = RECHECK_ROUNDS,
          margin: float = GRID_MARGIN, only: str = "") -> dict:
-    """Time the register-tiled schedules of every blocked and Winograd convolution
-    (``microkernel``; or only the kernels ``names``, and of those only the ones whose name
-    contains ``only``) against the log's best schedule for it, on one thread, and add the
-    fastest to the log (``ctx.log_dir``) where it wins.
+    """Time the grid's schedules for every kernel with a default schedule
+    (``microkernel.grid_space``: convolutions, products, pools and the rest; or only the
+    kernels ``names``, and of those only the ones whose name contains ``only``) against the
+    log's best schedule for it, on one thread, and add the fastest to the log
+    (``ctx.log_dir``) where it wins.
 
     Per kernel: every candidate is built, and timed ``GRID_ROUNDS`` rounds, alternated; the
     ``GRID_FINALISTS`` fastest then race the log's best for ``rounds`` rounds, alternated, and
@@ -126,7 +127,7 @@ def grid(ctx: TuneContext, names: list[str] | None = None, rounds: int = RECHECK
     builder = make_builder(os.path.join(ctx.work_dir, "grid"), ctx.clang, ctx.wasm_ld, workers=os.cpu_count() or 1,
                            threads=ctx.threads > 1)
     measurer, report = Measurer(threads=ctx.threads), {}
-    print(f"tune --grid: {sum(len(k[2]) for k in kernels)} schedules for {len(kernels)} convolutions",
+    print(f"tune --grid: {sum(len(k[2]) for k in kernels)} schedules for {len(kernels)} kernels",
           file=sys.stderr, flush=True)
     try:
         for name, mod, scheds, best, own in kernels:
@@ -187,7 +188,7 @@ def _grid_kernels(ctx: TuneContext, db, names: list[str] | None, only: str) -> l
     for t in tasks:
         mod = t.dispatched[0]
         picked = (names is None or t.task_name in names) and only in t.task_name
-        grid_space = microkernel.space(mod) if picked else None
+        grid_space = microkernel.grid_space(mod) if picked else None
         if grid_space is None:
             continue
         scheds, (cands, schedule) = [], grid_space

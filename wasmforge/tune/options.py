@@ -52,8 +52,8 @@ HELP = {
     "fresh": "search from scratch, not from the log's best schedules; the new records are added to the log",
     "recheck": "with --threads: no search; re-time the threads log's best schedules against the "
                "one-thread log's, side by side, and keep those timings (a --threads run ends with this)",
-    "grid": "no search: time every register-tiled schedule of each blocked and Winograd convolution "
-            "against the log's best, side by side, and add the winners to the log (then re-time the "
+    "grid": "no search: time a small space of schedules for every convolution, matrix product, pool "
+            "and other kernel with a default schedule against the log's best, side by side, and add the winners to the log (then re-time the "
             "threads log's kernels)",
     "only": "with --grid: only the kernels whose name contains TEXT (e.g. winograd)",
 }

@@ -1,0 +1,118 @@
+"""``tune --grid``'s space beyond the convolutions (``microkernel.grid_space``): matrix
+products, depthwise and NCHW 1x1 convolutions, and kernels with no product. Each kind's
+space starts with the default schedule's own pick, and every candidate, compiled for the
+host and run, computes what the unscheduled kernel does."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wasmforge.compiler import (
+    conv_lowering,
+    dense,
+    depthwise,
+    microkernel,
+    pointwise,
+    spatial,
+)
+
+
+def run(mod, arrays, out_shape):
+    import tvm
+
+    f = tvm.compile(mod, target="llvm")
+    got = tvm.runtime.tensor(np.zeros(out_shape, np.float32))
+    f(*[tvm.runtime.tensor(a) for a in arrays], got)
+    return got.numpy()
+
+
+def product():
+    """8 x 12 by 12 x 16, with a bias and a ReLU (the block named as Relax's legalized matmul)."""
+    from tvm import te, topi
+
+    a, b, bias = te.placeholder((8, 12), name="a"), te.placeholder((12, 16), name="b"), te.placeholder((16,), name="bias")
+    k = te.reduce_axis((0, 12), "k")
+    mm = te.compute((8, 16), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name=dense.BLOCK)
+    return [a, b, bias], topi.nn.relu(topi.add(mm, bias)), (8, 16)
+
+
+def depthwise_conv():
+    """A blocked 3x3 depthwise convolution over 8 channels (2 blocks of 4) on an 8 x 8 image, ReLU."""
+    from tvm import te, topi
+
+    data, kernel = te.placeholder((1, 2, 10, 10, 4), name="data"), te.placeholder((2, 1, 3, 3, 1, 4), name="kernel")
+    out = topi.nn.relu(conv_lowering.depthwise_conv2d_nchwc(data, kernel, (1, 1), (0, 0, 0, 0), (1, 1)))
+    return [data, kernel], out, (1, 2, 8, 8, 4)
+
+
+def pointwise_conv():
+    """A 1x1 16 -> 8 NCHW convolution in 2 groups on 4 rows of 6, ReLU."""
+    from tvm import te, topi
+
+    data, kernel = te.placeholder((1, 16, 4, 6), name="data"), te.placeholder((8, 8, 1, 1), name="kernel")
+    return [data, kernel], topi.nn.relu(topi.nn.group_conv2d_nchw(data, kernel, 1, 0, 1, 2)), (1, 8, 4, 6)
+
+
+def pool():
+    """A 3x3 stride-1 padded max pool over 8 x 24 x 24 (4608 outputs: enough for a parallel loop)."""
+    from tvm import te, topi
+
+    data = te.placeholder((1, 8, 24, 24), name="data")
+    return [data], topi.nn.pool2d(data, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), "max", layout="NCHW"), (1, 8, 24, 24)
+
+
+KINDS = {
+    "product": (product, dense),
+    "depthwise": (depthwise_conv, depthwise),
+    "pointwise": (pointwise_conv, pointwise),
+    "pool": (pool, spatial),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_grid_candidate_computes_the_kernel_and_the_default_comes_first(kind):
+    import tvm
+    from tvm import te
+
+    make, module = KINDS[kind]
+    inputs, out, shape = make()
+    mod = tvm.IRModule({"main": te.create_prim_func([*inputs, out])})
+    cands, schedule = microkernel.grid_space(mod)
+    assert schedule is module.schedule and len(cands) >= 2
+    assert len({repr(sorted(c.items())) for c in cands}) == len(cands)       # no candidate twice
+    assert (cands[0], schedule) == module.default_candidate(mod)             # the rule's pick first
+    rng = np.random.default_rng(len(kind))
+    arrays = [rng.standard_normal([int(d) for d in t.shape]).astype(np.float32) for t in inputs]
+    want = run(mod, arrays, shape)
+    assert (want > 0).any() and (want <= 0).any() or kind == "pool"
+    for cand in cands:
+        np.testing.assert_allclose(run(schedule(mod, cand).mod, arrays, shape), want, rtol=1e-5, atol=1e-5,
+                                   err_msg=str(cand))
+
+
+def test_the_spaces_cover_the_tiles_that_divide_the_kernel():
+    ext = {"batch": [1], "rows": 8, "cols": 16, "depth": 12}
+    tiles = {(c["rows"], c["cols"]) for c in dense.candidates(ext)}
+    assert tiles == {(8, 8), (4, 8), (2, 16), (4, 4), (2, 8), (1, 16), (2, 4), (1, 8), (1, 4)}
+    # one row by large weights: the streamed schedule in 1, 2, 4 chunks, 8/4/2/1 rows at once, and the tiles
+    fc6 = {"batch": [], "rows": 1, "cols": 4096, "depth": 9216}
+    streams = [c for c in dense.candidates(fc6) if "stream" in c]
+    assert dense.candidates(fc6)[0] == {"stream": 2048, "rows_at_once": 8} and len(streams) == 12
+    assert {c["stream"] for c in streams} == {4096, 2048, 1024}
+    assert dense.candidates({"batch": [1], "rows": 6, "cols": 6, "depth": 20}) == []     # no 4 lanes
+    # depthwise: the rule's tile (8 vectors at most) first, then every pixel tile that divides the row
+    # within 16 vectors: 7 pixels by 8 lanes (14 vectors) only in the grid
+    assert depthwise.candidates([1, 4, 14, 14, 8, 3, 3]) == [{"pixels": 2}, {"pixels": 7}, {"pixels": 1}]
+    assert depthwise.candidates([1, 4, 16, 16, 4, 3, 3])[0] == {"pixels": 8}
+    # 1x1 NCHW on 7 rows of 7: 1 or 2 channels by all 7 rows (4 by 49 pixels would be 52 vectors;
+    # one row of 7, too few pixels)
+    ext = {"block": "group_conv2d_nchw", "out": 8, "height": 7, "width": 7, "depth": 8}
+    cands = pointwise.candidates(ext)
+    assert cands[0] == pointwise.candidate(ext) == {"block": "group_conv2d_nchw", "rows": 2, "image_rows": 7}
+    rows = {(c["rows"], c["image_rows"]) for c in cands if "image_rows" in c}
+    assert rows == {(1, 7), (2, 7)} and all((c["rows"], c["cols"]) != (4, 8) for c in cands if "cols" in c)
+    assert all(c["rows"] * -(-c["image_rows"] * 7 // 4) <= pointwise.GRID_MAX_ACCUMULATORS for c in cands
+               if "image_rows" in c)
+    # no product: the rule, or serial; a kernel too small for a parallel loop has no space
+    assert spatial.candidates({"elements": 8192, "blocks": 2, "reductions": 0}) == [{"vectorize": True}, {"serial": True}]
+    assert spatial.candidates({"elements": 100, "blocks": 1, "reductions": 0}) == []
