@@ -88,6 +88,19 @@ def test_every_grid_candidate_computes_the_kernel_and_the_default_comes_first(ki
     for cand in cands:
         np.testing.assert_allclose(run(schedule(mod, cand).mod, arrays, shape), want, rtol=1e-5, atol=1e-5,
                                    err_msg=str(cand))
+        assert applies(mod, schedule(mod, cand)), cand
+
+
+def applies(mod, sch) -> bool:
+    """Whether a tuning record of ``sch`` is one the build finds for ``mod`` (what
+    ``tune --grid`` writes when the candidate wins: a database skips an empty trace)."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    db = ms.database.MemoryDatabase()
+    target = tvm.target.Target("llvm")
+    db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(mod), [1e-3], target))
+    return db.query_tuning_record(mod, target, "main") is not None
 
 
 def test_the_spaces_cover_the_tiles_that_divide_the_kernel():

@@ -132,7 +132,11 @@ def schedule(mod, cand: dict):
     from tvm import s_tir
 
     sch = s_tir.Schedule(mod)
-    if cand.get("serial"):     # (a grid candidate: the kernel unchanged, an empty trace)
+    if cand.get("serial"):
+        # a grid candidate: the kernel unchanged. Its trace still names a block: a database
+        # drops a record whose trace is empty, and the build would then give the kernel the
+        # rule's schedule instead of the serial one that won
+        sch.get_sblock(tiles.block_names(sch)[0])
         return sch
     found, done = False, set()
     for name in tiles.block_names(sch):
