@@ -177,6 +177,12 @@ def test_split_tasks_deals_the_costliest_first_to_each_job_in_turn():
     assert split_tasks(["a", "b"], 1) == [["a", "b"]]
 
 
+def test_the_search_population_scales_with_the_batch_up_to_metaschedules_default():
+    from wasmforge.tune import search_population
+
+    assert [search_population(n) for n in (2, 4, 16, 64)] == [64, 128, 512, 512]
+
+
 def test_focus_picks_the_costliest_tasks_untuned_first():
     from math import inf
 

@@ -48,6 +48,7 @@ from wasmforge.tune.search import (
     focus_tasks,
     make_progress,
     run,
+    search_population,
     split_tasks,
 )
 from wasmforge.tune.tasks import (
@@ -62,7 +63,7 @@ __all__ = [
     "BUILD_TIMEOUT_S", "GRID_FINALISTS", "GRID_MARGIN", "GRID_ROUNDS", "MAX_CRASHES", "Measurer",
     "RECHECK_ROUNDS", "STAGE", "TuneContext", "count_records", "describe_args", "extract_tasks",
     "focus_tasks", "fused_module", "grid", "log_threads", "make_builder", "make_progress", "make_runner",
-    "merge_new_records", "recheck", "repair_log", "run", "split_tasks", "task_cost_ms", "tune_model",
+    "merge_new_records", "recheck", "repair_log", "run", "search_population", "split_tasks", "task_cost_ms", "tune_model",
     "tune_target",
 ]
 

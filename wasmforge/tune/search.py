@@ -63,6 +63,19 @@ def focus_tasks(cost: dict[str, float], k: int, work: dict[str, float] | None = 
     return sorted(cost, key=lambda name: (-cost[name], -work.get(name, 0.0)))[:k]
 
 
+POPULATION_PER_TRIAL = 32
+MAX_POPULATION = 512     # MetaSchedule's default
+
+
+def search_population(per_iter: int) -> int:
+    """The evolutionary search's population for batches of ``per_iter`` trials per task: 32
+    candidates sampled, evolved and ranked by the cost model for each one measured, at most
+    MetaSchedule's 512 (a batch of 16, the default, gets that). Each batch costs the search
+    time in proportion to its population, whatever the batch: with a small budget over many
+    kernels (2 trials a batch), 512 spent 10-20 s searching for each second measuring."""
+    return min(MAX_POPULATION, POPULATION_PER_TRIAL * per_iter)
+
+
 def split_tasks(names: list[str], jobs: int) -> list[list[str]]:
     """Deal the tasks, costliest first, to ``jobs`` groups in turn (fewer if there are fewer
     tasks): each job gets a like share of the expensive kernels."""
@@ -226,11 +239,13 @@ def _tune_group(ctx: TuneContext, share: _Share, extracted=None) -> dict:
         extracted = [t for t in (extracted or ctx.tasks()) if t.task_name in share.names]
         extracted.sort(key=lambda t: share.names.index(t.task_name))
         os.makedirs(share.work_dir, exist_ok=True)
-        tasks, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            extracted, work_dir=share.work_dir, num_threads=1, seed=share.seed)
         # the task scheduler gives every task one batch before it looks at gradients: a small
         # budget must still reach every task
-        per_iter = max(2, min(ctx.trials_per_iter, share.budget // max(len(tasks), 1)))
+        per_iter = max(2, min(ctx.trials_per_iter, share.budget // max(len(extracted), 1)))
+        # the search samples and evolves its population on every core this job has
+        strategy = ms.search_strategy.EvolutionarySearch(population_size=search_population(per_iter))
+        tasks, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            extracted, work_dir=share.work_dir, strategy=strategy, num_threads=share.build_workers, seed=share.seed)
         db_dir = _scratch_db(ctx, share) if share.side else ctx.log_dir
         merged = count_records(db_dir) if share.side else 0
         db = open_db(db_dir)
