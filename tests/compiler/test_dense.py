@@ -53,11 +53,11 @@ def make_products_onnx(path, rows=6, seed=0):
 
 
 def test_the_tile_is_the_first_that_divides_the_product():
-    assert dense.candidate({"batch": [1], "rows": 128, "cols": 512, "depth": 256}) == {"rows": 4, "cols": 8}
-    # B's rows 4 KB apart alias in the cache: 8 rows share each load of B
-    assert dense.candidate({"batch": [1], "rows": 128, "cols": 1024, "depth": 256}) == {"rows": 8, "cols": 8}
-    assert dense.candidate({"batch": [1], "rows": 12, "cols": 2048, "depth": 256}) == {"rows": 4, "cols": 8}
+    assert dense.candidate({"batch": [1], "rows": 128, "cols": 512, "depth": 256}) == {"rows": 2, "cols": 16}
+    assert dense.candidate({"batch": [1], "rows": 128, "cols": 1024, "depth": 256}) == {"rows": 2, "cols": 16}
+    assert dense.candidate({"batch": [1], "rows": 12, "cols": 40, "depth": 256}) == {"rows": 4, "cols": 8}
     assert dense.candidate({"batch": [1], "rows": 6, "cols": 40, "depth": 24}) == {"rows": 2, "cols": 8}
+    assert dense.candidate({"batch": [1], "rows": 9, "cols": 48, "depth": 24}) == {"rows": 1, "cols": 16}
     assert dense.candidate({"batch": [], "rows": 1, "cols": 8, "depth": 20}) == {"rows": 1, "cols": 8}
     assert dense.candidate({"batch": [1], "rows": 6, "cols": 6, "depth": 20}) is None   # no 4 lanes
 

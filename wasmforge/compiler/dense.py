@@ -30,15 +30,17 @@ from __future__ import annotations
 from wasmforge.compiler import tiles
 
 BLOCK = "matmul"
-# (rows, cols) register tiles, preferred first: 4 x 8 (8 accumulator vectors, 2 of B, a
-# broadcast of A: 11 of x86-64's 16 vector registers) and its neighbours for shapes it
-# does not divide; cols a multiple of 4 lanes
-TILES = ((4, 8), (2, 16), (4, 4), (2, 8), (1, 16), (2, 4), (1, 8), (1, 4))
-# B's rows a multiple of 4 KB apart (1024 floats): a column panel's K short rows then fall in
-# the same few L1 sets, and every load of B comes from L2. An 8 x 8 tile loads B half as
-# often per multiply-add as 4 x 8 (a text encoder's 128 x 256 x 1024 layer with its GELU:
-# the model 0.82-0.86 of its time on 1 and 2 threads, with fast_erf; 0.98 alone).
-ALIASED_COLS = 1024
+# (rows, cols) register tiles, preferred first: 2 x 16 (8 accumulator vectors, 4 of B, a
+# broadcast of A: 13 of x86-64's 16 vector registers) and its neighbours for shapes it does
+# not divide; cols a multiple of 4 lanes. Per 8 multiply-adds, 2 x 16 broadcasts 2 values of
+# A where 4 x 8 and 8 x 8 broadcast 4, and loads 4 vectors of B where they load 2 or 1. On
+# an Intel Xeon (family 6 model 167) the broadcasts are what costs: with 2 x 16 instead of
+# 4 x 8 (and 8 x 8 where B's rows lie 4 KB apart), a text encoder (products of 128 rows by
+# 256 -> 1024 with its GELU, 1024 -> 256, 256 -> 256) ran in 0.79 of its time on one thread
+# and 0.80 on two (the modules alternated), and `tune --grid` picked 2 x 16 for all 9 of its
+# products. On Zen 5, 2 x 16, 4 x 16, 6 x 8 and 8 x 8 had measured within noise of 4 x 8 on
+# the same encoder, and 8 x 8 on the aliased rows 0.98 of the model's time.
+TILES = ((2, 16), (4, 8), (4, 4), (2, 8), (1, 16), (2, 4), (1, 8), (1, 4))
 
 
 def extents(mod) -> dict | None:
@@ -98,12 +100,9 @@ def stream_candidate(ext: dict) -> dict | None:
 
 def candidate(ext: dict) -> dict | None:
     """The schedule for a product of this shape: streaming for one row by large weights
-    (``stream_candidate``), 8 x 8 where B's rows alias in the cache (``ALIASED_COLS``), else
-    the first of ``TILES`` that divides it."""
+    (``stream_candidate``), else the first of ``TILES`` that divides it."""
     if (stream := stream_candidate(ext)) is not None:
         return stream
-    if ext["cols"] % ALIASED_COLS == 0 and ext["rows"] % 8 == 0:
-        return {"rows": 8, "cols": 8}
     for rows, cols in TILES:
         if ext["rows"] % rows == 0 and ext["cols"] % cols == 0:
             return {"rows": rows, "cols": cols}
