@@ -295,3 +295,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
+
+
+def run_on_host(mod, arrays, out_shape):
+    """A kernel compiled for the host (LLVM) and run on ``arrays``: its output, of
+    ``out_shape``, float32 (what a schedule's result is checked against)."""
+    import tvm
+
+    f = tvm.compile(mod, target="llvm")
+    got = tvm.runtime.tensor(np.zeros(out_shape, np.float32))
+    f(*[tvm.runtime.tensor(a) for a in arrays], got)
+    return got.numpy()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import run_on_host as run
 
 from wasmforge.compiler import (
     conv_lowering,
@@ -15,15 +16,6 @@ from wasmforge.compiler import (
     pointwise,
     spatial,
 )
-
-
-def run(mod, arrays, out_shape):
-    import tvm
-
-    f = tvm.compile(mod, target="llvm")
-    got = tvm.runtime.tensor(np.zeros(out_shape, np.float32))
-    f(*[tvm.runtime.tensor(a) for a in arrays], got)
-    return got.numpy()
 
 
 def product():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import run_on_host as run
 
 from wasmforge.compiler import spatial
 
@@ -14,15 +15,6 @@ def kernel(inputs, out):
     from tvm import te
 
     return tvm.IRModule({"main": te.create_prim_func([*inputs, out])})
-
-
-def run(mod, arrays, out_shape):
-    import tvm
-
-    f = tvm.compile(mod, target="llvm")
-    got = tvm.runtime.tensor(np.zeros(out_shape, np.float32))
-    f(*[tvm.runtime.tensor(a) for a in arrays], got)
-    return got.numpy()
 
 
 def test_products_and_small_kernels_are_not_taken():
