@@ -29,6 +29,7 @@ def test_python_declaration_resolves_paths_next_to_it(tmp_path):
     ({"name": "blk", "onnx": "a.onnx", "conv_block": -4}, "conv_block must be 0"),
     ({"name": "blk", "onnx": "a.onnx", "conv_block": "16"}, "conv_block must be 0"),
     ({"name": "wino", "onnx": "a.onnx", "winograd": "yes"}, "winograd must be true or false"),
+    ({"name": "eng", "onnx": "a.onnx", "engine": "spidermonkey"}, "engine must be one of ['v8', 'wasmtime']"),
 ])
 def test_bad_declarations_name_the_file(tmp_path, kwargs, msg):
     with pytest.raises(dsl.DeclarationError) as e:
@@ -53,6 +54,15 @@ def test_generated_models_in_toml(tmp_path, empty_registry):
     (tmp_path / "h.toml").write_text('name = "h"\ngenerated = "lenet"\n')
     with pytest.raises(dsl.DeclarationError, match=r"h.toml: unknown generated model 'lenet'; known: text_encoder"):
         dsl.model_from_toml(str(tmp_path / "h.toml"))
+
+
+def test_the_engine_decides_whether_the_opt_stage_splits_load_splats(tmp_path, empty_registry):
+    from wasmforge import graph
+
+    (tmp_path / "v.toml").write_text('name = "v"\nonnx = "v.onnx"\nengine = "v8"\n')
+    (tmp_path / "w.toml").write_text('name = "w"\nonnx = "w.onnx"\n')
+    assert graph.params(dsl.model_from_toml(str(tmp_path / "v.toml")))["opt"].split_load_splats is False
+    assert graph.params(dsl.model_from_toml(str(tmp_path / "w.toml")))["opt"].split_load_splats is True
 
 
 def test_toml_declaration(tmp_path):

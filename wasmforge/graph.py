@@ -192,7 +192,7 @@ def params(m: Model) -> dict:
             "relax_build": relax_build.BuildParams(mattr=m.mattr, conv_block=m.conv_block, winograd=m.winograd),
             "link": link.LinkParams(),
             "link_threads": link.LinkParams(threads=True),
-            "opt": opt.OptParams(level=m.opt_level)}
+            "opt": opt.OptParams(level=m.opt_level, split_load_splats=(m.engine == "wasmtime"))}
 
 
 def _metadata(m: Model, p: Paths, build: relax_build.BuildParams, v: Variant) -> dict:

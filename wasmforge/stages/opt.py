@@ -1,9 +1,12 @@
-"""Stage 6, opt: ``wasm-opt`` over the linked module, with exactly the features it uses.
+"""Stage 6, opt: ``wasm-opt`` over the linked module, with exactly the features it uses,
+then our own rewrites for the engines.
 
 The features come from the module's own ``target_features`` section (written by wasm-ld),
 mapped to binaryen's ``--enable-*`` flags; a feature binaryen cannot name is an error rather
 than a silently broken module. Where the code outweighs ``MERGE_ABOVE_CODE_SHARE`` of the
-data, similar kernels are merged. The metadata section gains an ``opt`` entry.
+data, similar kernels are merged. After wasm-opt, each ``v128.load32_splat`` becomes
+``f32.load`` + ``f32x4.splat``, which wasmtime compiles to fewer instructions
+(``engines/wasmcode.py``). The metadata section gains an ``opt`` entry.
 """
 from __future__ import annotations
 
@@ -11,12 +14,12 @@ import os
 import subprocess
 from dataclasses import dataclass
 
-from wasmforge.engines import wasmbin
+from wasmforge.engines import wasmbin, wasmcode
 from wasmforge.errors import StageError
 from wasmforge.store import digests, files
 
 STAGE = "opt"
-CODE = (__file__, wasmbin.__file__)   # what the stage runs: part of its key
+CODE = (__file__, wasmbin.__file__, wasmcode.__file__)   # what the stage runs: part of its key
 
 # LLVM feature name -> binaryen flag (None: implied by another flag, nothing to enable)
 FEATURE_FLAGS = {
@@ -56,6 +59,7 @@ def code_share(data: bytes) -> float:
 class OptParams:
     level: str = "-O3"
     extra: tuple[str, ...] = ()
+    split_load_splats: bool = True
 
 
 def feature_flags(features: list[str], path: str) -> list[str]:
@@ -91,13 +95,24 @@ def run(linked: str, p: OptParams, wasm_opt, out: str) -> dict:
             _wasm_opt(wasm_opt, p.level, flags + extra, linked, tmp)
             with open(tmp, "rb") as f:
                 opt = f.read()
+        opt, splats = split_load_splats(opt) if p.split_load_splats else (opt, "off")
         opt = wasmbin.without_custom_section(opt, wasmbin.METADATA_SECTION)
-        meta["opt"] = {"level": p.level, "flags": flags + extra, "wasm_opt": wasm_opt.version}
+        meta["opt"] = {"level": p.level, "flags": flags + extra, "wasm_opt": wasm_opt.version,
+                       "load_splats_split": splats}
         opt = wasmbin.add_custom_section(opt, wasmbin.METADATA_SECTION, digests.canonical(meta))
         with open(tmp, "wb") as f:
             f.write(opt)
     return {"bytes_before": len(data), "bytes_after": os.path.getsize(out), "flags": flags + extra,
-            "code_share": round(share, 4)}
+            "code_share": round(share, 4), "load_splats_split": splats}
+
+
+def split_load_splats(data: bytes) -> tuple[bytes, int | str]:
+    """``wasmcode.split_load_splats``, or the module unchanged with the reason it was left
+    (code the walker does not know): a module that misses a speed-up still runs."""
+    try:
+        return wasmcode.split_load_splats(data)
+    except wasmbin.WasmFormatError as e:
+        return data, f"left: {e}"
 
 
 def _wasm_opt(wasm_opt, level: str, flags: list[str], linked: str, out: str) -> None:
