@@ -18,12 +18,17 @@ import pytest
 from conftest import ROOT
 
 
-@pytest.mark.parametrize("name", ["squeezenet", "bvlc_alexnet", "inception_v1"])
-def test_zoo_model_builds_and_validates(name):
+def build(name: str) -> None:
+    """``doit build:<name>`` in the repository's build folder (nothing to do when it is up to date)."""
     env = {k: v for k, v in os.environ.items() if k not in ("WASMFORGE_BUILD", "WASMFORGE_MODELS")}
     res = subprocess.run([sys.executable, "-m", "doit", f"build:{name}"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=3600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", ["squeezenet", "bvlc_alexnet", "inception_v1"])
+def test_zoo_model_builds_and_validates(name):
+    build(name)
     report = json.load(open(os.path.join(ROOT, "build", name, "report.json")))
     assert report["passed"] is True and report["non_wasi_imports"] == []
     for r in report["inputs"]:
@@ -33,3 +38,20 @@ def test_zoo_model_builds_and_validates(name):
     # the materialized weights are not degenerate: no saturated softmax
     mat = json.load(open(os.path.join(ROOT, "build", name, "materialize", "stage.json")))
     assert max(mat["result"]["max_probability"]) < 0.99
+
+
+def test_a_profile_leaves_out_the_once_calls_a_run_leaves_out():
+    """SqueezeNet's Winograd weights are computed on an instance's first run only: a profile
+    of later runs must not charge them."""
+    import numpy as np
+
+    from wasmforge.engines.host import WasmModel
+
+    build("squeezenet")
+    plan = json.load(open(os.path.join(ROOT, "build", "squeezenet", "executor", "plan.json")))
+    once = {c["kernel"] for c in plan["calls"][:plan["once_calls"]]}
+    assert once and all(k.startswith("winograd_weight") for k in once)
+    m = WasmModel(os.path.join(ROOT, "build", "squeezenet", "squeezenet.wasm"))
+    prof = m.profile(np.zeros(m.inputs[0]["shape"], np.float32), runs=1)
+    assert not once & {k["kernel"] for k in prof["kernels"]}
+    assert sum(k["calls"] for k in prof["kernels"]) == len(plan["calls"]) - plan["once_calls"]

@@ -18,6 +18,8 @@ EXPORTS = {
     "wasmforge_num_calls": "number of kernel calls in a run (for profilers)",
     "wasmforge_call_kernel": "(c) the name of call c's kernel; NULL when c is out of range",
     "wasmforge_run_call": "(c) make call c alone; calls 0..n-1 in order compute a run, outputs not copied",
+    "wasmforge_num_once_calls": "how many of the first calls compute constants: wasmforge_run makes them "
+                                "on its first run only",
 }
 # the threads variant's own exports (its memory is the imported, shared env.memory)
 THREADS_EXPORTS = {

@@ -324,7 +324,8 @@ class WasmModel:
     def profile(self, inputs, runs: int = 10) -> dict:
         """Time every kernel call of ``runs`` inferences, after one untimed warm-up: the host
         steps through the plan (``wasmforge_run_call``) and reads its own clock around each
-        call. Returns the median time of a whole run (``wall_ms``, by ``run``, for
+        call. The once-calls (constants, such as the Winograd weights, which ``wasmforge_run``
+        computes on its first run only) are left out, as a run leaves them. Returns the median time of a whole run (``wall_ms``, by ``run``, for
         comparison) and, per kernel, slowest first: its calls per inference and its
         milliseconds per inference (``ms``), summed over its calls."""
         import statistics
@@ -336,6 +337,7 @@ class WasmModel:
                                     "(built before profiling existed): rebuild it")
         step = ex["wasmforge_run_call"]
         n = ex["wasmforge_num_calls"](self.store)
+        once = ex["wasmforge_num_once_calls"](self.store) if "wasmforge_num_once_calls" in ex else 0
         names = [ctypes.string_at(self._base() + ex["wasmforge_call_kernel"](self.store, c)).decode()
                  for c in range(n)]
         self.run(inputs)
@@ -344,14 +346,14 @@ class WasmModel:
             t = time.perf_counter()
             self.run(inputs)
             wall.append((time.perf_counter() - t) * 1e3)
-            for c in range(n):
+            for c in range(once, n):
                 t = time.perf_counter()
                 rc = step(self.store, c)
                 per_call[c] += time.perf_counter() - t
                 if rc != 0:
                     raise ModelRuntimeError(f"{self.path}: call {c} ({names[c]}) returned {rc}: {self.last_error()}")
         kernels: dict[str, dict] = {}
-        for name, t in zip(names, per_call):
+        for name, t in zip(names[once:], per_call[once:]):
             k = kernels.setdefault(name, {"kernel": name, "calls": 0, "ms": 0.0})
             k["calls"] += 1
             k["ms"] += t * 1e3 / runs

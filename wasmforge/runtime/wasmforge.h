@@ -43,6 +43,7 @@ const char* wasmforge_last_error(void);
 uint32_t wasmforge_num_calls(void);
 const char* wasmforge_call_kernel(uint32_t c);
 int32_t wasmforge_run_call(uint32_t c);
+uint32_t wasmforge_num_once_calls(void);   /* the first calls, which compute constants */
 
 #ifdef __cplusplus
 }

@@ -112,6 +112,7 @@ int32_t WF_EXPORT(wasmforge_run)(void) {
 /* ------------------------------------------------------ stepping, for profilers */
 
 uint32_t WF_EXPORT(wasmforge_num_calls)(void) { return wasmforge_plan.num_calls; }
+uint32_t WF_EXPORT(wasmforge_num_once_calls)(void) { return wasmforge_plan.num_once_calls; }
 
 const char* WF_EXPORT(wasmforge_call_kernel)(uint32_t c) {
   const wf_plan* p = &wasmforge_plan;
