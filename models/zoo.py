@@ -1,7 +1,10 @@
 """The ONNX model zoo's "light" models, with seeded, calibrated weights."""
 from wasmforge.dsl import model, zoo
 
-model("resnet50", source=zoo("resnet50"), tune_trials=1500)
+# its tuning logs were made for kernels with TVM's batch-norm arithmetic in their epilogues:
+# folded, 4,767 of their ~4,800 records match no kernel (the folded kernels, untuned, ran in
+# 0.97 of the logs' time on an Intel Xeon); re-tune before folding
+model("resnet50", source=zoo("resnet50"), tune_trials=1500, fold_batch_norm=False)
 model("squeezenet", source=zoo("squeezenet"))
 model("bvlc_alexnet", source=zoo("bvlc_alexnet"))
 # VGG-19's 3x3 weights are 80 MB: Winograd's 6x6 transformed weights would add 240 MB to a

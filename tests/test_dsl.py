@@ -29,6 +29,7 @@ def test_python_declaration_resolves_paths_next_to_it(tmp_path):
     ({"name": "blk", "onnx": "a.onnx", "conv_block": -4}, "conv_block must be 0"),
     ({"name": "blk", "onnx": "a.onnx", "conv_block": "16"}, "conv_block must be 0"),
     ({"name": "wino", "onnx": "a.onnx", "winograd": "yes"}, "winograd must be true or false"),
+    ({"name": "bn", "onnx": "a.onnx", "fold_batch_norm": 1}, "fold_batch_norm must be true or false"),
     ({"name": "eng", "onnx": "a.onnx", "engine": "spidermonkey"}, "engine must be one of ['v8', 'wasmtime']"),
 ])
 def test_bad_declarations_name_the_file(tmp_path, kwargs, msg):

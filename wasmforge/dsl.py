@@ -100,6 +100,7 @@ class Model:
     mattr: tuple[str, ...] = ("+simd128",)
     conv_block: int = 16                  # NCHW[b]c convolutions, weights pre-packed; 0: NCHW
     winograd: bool = True                 # F(4x4, 3x3) for 3x3 stride-1 convolutions
+    fold_batch_norm: bool = True          # batch norms folded into the convolutions before them
     opt_level: str = "-O3"
     engine: str = "wasmtime"              # the engine the code is shaped for (ENGINES)
     tuning_log: str = ""                  # MetaSchedule database folder (absolute)
@@ -142,8 +143,8 @@ def shown(path: str) -> str:
 def model(name: str, onnx: str | None = None, source: Zoo | Generated | None = None, *,
           inputs: dict[str, tuple[int, ...]] | None = None, seeds=(1, 2, 3),
           tolerance: Tolerance | None = None, mattr=("+simd128",), conv_block: int = 16,
-          winograd: bool = True, opt_level: str = "-O3", engine: str = "wasmtime", tuning_log: str = "",
-          tune_trials: int = 1000,
+          winograd: bool = True, fold_batch_norm: bool = True, opt_level: str = "-O3", engine: str = "wasmtime",
+          tuning_log: str = "", tune_trials: int = 1000,
           version: str = "0.1.0", reference: str | list[str] | tuple[str, ...] = (),
           ranges: dict[str, tuple[float, float]] | None = None,
           declared_in: str | None = None) -> Model:
@@ -197,6 +198,8 @@ def model(name: str, onnx: str | None = None, source: Zoo | Generated | None = N
         raise bad(f"conv_block must be 0 (NCHW convolutions) or a channel block from 1 to 64, got {conv_block!r}")
     if not isinstance(winograd, bool):
         raise bad(f"winograd must be true or false, got {winograd!r}")
+    if not isinstance(fold_batch_norm, bool):
+        raise bad(f"fold_batch_norm must be true or false, got {fold_batch_norm!r}")
     if opt_level not in ("-O0", "-O1", "-O2", "-O3", "-O4", "-Os", "-Oz"):
         raise bad(f"opt_level {opt_level!r} is not a wasm-opt level (-O0..-O4, -Os, -Oz)")
     if engine not in ENGINES:
@@ -226,7 +229,8 @@ def model(name: str, onnx: str | None = None, source: Zoo | Generated | None = N
         raise bad(f"already declared in {REGISTRY[name].declared_in}")
     m = Model(name=name, source=src, declared_in=where, inputs=tuple(sorted(shapes)),
               seeds=tuple(seeds), tolerance=tol,
-              mattr=tuple(mattr), conv_block=conv_block, winograd=winograd, opt_level=opt_level,
+              mattr=tuple(mattr), conv_block=conv_block, winograd=winograd,
+              fold_batch_norm=fold_batch_norm, opt_level=opt_level,
               engine=engine, tune_trials=tune_trials, version=version, references=tuple(refs), ranges=tuple(sorted(spans)),
               # the tuning log lives next to the declaration: <folder>/<name>.tuning/
               tuning_log=os.path.normpath(os.path.join(os.path.dirname(decl_file),
@@ -244,7 +248,7 @@ def model_from_toml(path: str) -> Model:
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise DeclarationError(f"{rel}: cannot read model declaration: {e}") from e
     known = {"name", "onnx", "zoo", "generated", "seed", "inputs", "seeds", "tolerance", "mattr", "conv_block",
-             "winograd", "opt_level", "engine", "tuning_log", "tune_trials", "version", "reference", "ranges"}
+             "winograd", "fold_batch_norm", "opt_level", "engine", "tuning_log", "tune_trials", "version", "reference", "ranges"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise DeclarationError(f"{rel}: unknown keys {unknown}; known: {sorted(known)}")
@@ -267,7 +271,7 @@ def model_from_toml(path: str) -> Model:
     return model(data["name"], onnx=onnx, source=source, inputs=data.get("inputs"),
                  seeds=data.get("seeds", (1, 2, 3)), tolerance=tol,
                  mattr=data.get("mattr", ("+simd128",)), conv_block=data.get("conv_block", 16),
-                 winograd=data.get("winograd", True),
+                 winograd=data.get("winograd", True), fold_batch_norm=data.get("fold_batch_norm", True),
                  opt_level=data.get("opt_level", "-O3"), engine=data.get("engine", "wasmtime"), tuning_log=data.get("tuning_log", ""),
                  tune_trials=data.get("tune_trials", 1000), version=data.get("version", "0.1.0"),
                  reference=data.get("reference", ()), ranges=data.get("ranges"),

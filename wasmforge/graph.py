@@ -189,7 +189,8 @@ def params(m: Model) -> dict:
     return {"materialize": materialize.MaterializeParams(m.source.name, m.source.seed)
             if isinstance(m.source, Zoo) else None,
             "import": importer.ImportParams(inputs=m.inputs),
-            "relax_build": relax_build.BuildParams(mattr=m.mattr, conv_block=m.conv_block, winograd=m.winograd),
+            "relax_build": relax_build.BuildParams(mattr=m.mattr, conv_block=m.conv_block, winograd=m.winograd,
+                                                    fold_batch_norm=m.fold_batch_norm),
             "link": link.LinkParams(),
             "link_threads": link.LinkParams(threads=True),
             "opt": opt.OptParams(level=m.opt_level, split_load_splats=(m.engine == "wasmtime"))}

@@ -36,12 +36,13 @@ def epilogue(sch, block: str):
     return sch.get_sblock(after[-1]) if after else None
 
 
-def finish(sch, block, last, tile_loop, parallel: list, unrolled, vector, reduction, fuse_last: int = 1) -> None:
+def finish(sch, block, last, tile_loop, parallel: list, unrolled, vector, reduction, fuse_last: int = 1,
+           epilogue_lanes: int | None = None) -> None:
     """The end every tile shares: the epilogue ``last`` (or, without one, a local
     accumulator stored after the tile) computed under ``tile_loop``; the ``parallel`` loops
     fused into one parallel loop; ``unrolled`` unrolled and ``vector`` vectorized (and the
-    epilogue's innermost loop, or its ``fuse_last`` innermost loops fused); the sums zeroed
-    before the ``reduction`` loop."""
+    epilogue's innermost loop, or its ``fuse_last`` innermost loops fused, in vectors of
+    ``epilogue_lanes`` when given); the sums zeroed before the ``reduction`` loop."""
     last = last or sch.cache_write(block, 0, "local")
     sch.reverse_compute_at(last, tile_loop, preserve_unit_loops=True)
     sch.parallel(sch.fuse(*parallel))
@@ -49,7 +50,11 @@ def finish(sch, block, last, tile_loop, parallel: list, unrolled, vector, reduct
         sch.unroll(unrolled)
     sch.vectorize(vector)
     inner = sch.get_loops(last)[-fuse_last:]
-    sch.vectorize(sch.fuse(*inner) if len(inner) > 1 else inner[0])
+    loop = sch.fuse(*inner) if len(inner) > 1 else inner[0]
+    if epilogue_lanes:
+        outer, loop = sch.split(loop, [None, epilogue_lanes])
+        sch.unroll(outer)
+    sch.vectorize(loop)
     sch.decompose_reduction(block, reduction)
 
 

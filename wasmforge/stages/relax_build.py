@@ -19,13 +19,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from wasmforge.compiler import conv_lowering
+from wasmforge.compiler import batch_norm, conv_lowering
 from wasmforge.errors import StageError
 from wasmforge.store import files
 
 STAGE = "relax_build"
 # what the stage runs: part of its key (microkernel imports TVM, so it is imported late)
-CODE = (__file__, conv_lowering.__file__,
+CODE = (__file__, conv_lowering.__file__, batch_norm.__file__,
         *(os.path.join(os.path.dirname(conv_lowering.__file__), f) for f in ("microkernel.py", "tiles.py", "dense.py", "depthwise.py", "pointwise.py",
                                                                             "spatial.py")))
 TUNING_FILES = ("database_workload.json", "database_tuning_record.json")
@@ -36,6 +36,7 @@ class BuildParams:
     mattr: tuple[str, ...] = ("+simd128",)
     conv_block: int = 16      # NCHW[b]c convolutions (conv_lowering.py); 0 keeps NCHW
     winograd: bool = True     # F(4x4, 3x3) for 3x3 stride-1 convolutions (conv_lowering.py)
+    fold_batch_norm: bool = True   # batch norms into the convolutions before them (batch_norm.py)
 
     def target_dict(self) -> dict:
         return {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm", "mattr": list(self.mattr)}
@@ -69,12 +70,15 @@ def legalize_passes(tgt, p: BuildParams):
     from tvm import relax
 
     t = relax.transform
-    # DecomposeOpsForInference turns batch_norm into elementwise arithmetic on constants:
-    # FoldConstant folds it and FuseOps fuses what is left into the convolution before it
-    # (CanonicalizeBindings removes the tuple batch_norm returned, which would stop fusion).
-    # The blocked layout comes after, so the arithmetic is re-laid with the convolutions;
-    # FoldConstant re-lays the weights at build time.
-    return ([t.DecomposeOpsForInference(), t.CanonicalizeBindings()] + conv_lowering.passes(p.conv_block, p.winograd)
+    # FoldBatchNorm folds each inference batch_norm into the convolution before it (its
+    # scale into the weights, its shift a bias) or into one multiply-add on constants;
+    # DecomposeOpsForInference turns what else is left for inference into elementwise
+    # arithmetic, and FuseOps fuses it into the convolution before it (CanonicalizeBindings
+    # removes the tuples that would stop fusion). The blocked layout comes after, so the
+    # arithmetic is re-laid with the convolutions; FoldConstant re-lays the weights at build time.
+    fold = [batch_norm.fold_batch_norm(), t.DeadCodeElimination()] if p.fold_batch_norm else []
+    return (fold + [t.DecomposeOpsForInference(),
+             t.CanonicalizeBindings()] + conv_lowering.passes(p.conv_block, p.winograd)
             + [t.LegalizeOps({conv_lowering.OP: conv_lowering.legalizer(p.winograd)}), t.AnnotateTIROpPattern(),
                t.FoldConstant(), t.FuseOps(), t.FuseTIR()])
 
@@ -116,7 +120,9 @@ def passes(tgt, has_log: bool, p: BuildParams = BuildParams()) -> list:
 
 def pass_names(p: BuildParams) -> list[str]:
     """What ``passes`` runs, by name: part of the stage key."""
-    return (["DispatchSampling", "DispatchSortScan", "DecomposeOpsForInference", "CanonicalizeBindings"]
+    return (["DispatchSampling", "DispatchSortScan"]
+            + (["FoldBatchNorm", "DeadCodeElimination"] if p.fold_batch_norm else [])
+            + ["DecomposeOpsForInference", "CanonicalizeBindings"]
             + conv_lowering.pass_names(p.conv_block, p.winograd)
             + ["AnnotateTIROpPattern", "FoldConstant", "FuseOps", "FuseTIR",
                "[MetaScheduleApplyDatabase]", "default_schedules(microkernel)", "RewriteDataflowReshape", "ToNonDataflow", "RemovePurityChecking",
