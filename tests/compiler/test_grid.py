@@ -28,6 +28,16 @@ def product():
     return [a, b, bias], topi.nn.relu(topi.add(mm, bias)), (8, 16)
 
 
+def blocked_conv():
+    """A blocked 1x1 convolution, 2 blocks of 8 in to 10 blocks of 8 out, on a 5 x 5 image:
+    no tile of 2 pixels divides it, so the one-pixel tiles take several blocks; ReLU."""
+    from tvm import te, topi
+
+    data, kernel = te.placeholder((1, 2, 5, 5, 8), name="data"), te.placeholder((10, 2, 1, 1, 8, 8), name="kernel")
+    out = topi.nn.relu(conv_lowering.conv2d_nchwc(data, kernel, (1, 1), (0, 0, 0, 0), (1, 1)))
+    return [data, kernel], out, (1, 10, 5, 5, 8)
+
+
 def depthwise_conv():
     """A blocked 3x3 depthwise convolution over 8 channels (2 blocks of 4) on an 8 x 8 image, ReLU."""
     from tvm import te, topi
@@ -93,6 +103,42 @@ def applies(mod, sch) -> bool:
     target = tvm.target.Target("llvm")
     db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(mod), [1e-3], target))
     return db.query_tuning_record(mod, target, "main") is not None
+
+
+def test_one_pixel_tiles_of_several_channel_blocks_compute_the_convolution():
+    import tvm
+    from tvm import te
+
+    inputs, out, shape = blocked_conv()
+    mod = tvm.IRModule({"main": te.create_prim_func([*inputs, out])})
+    cands, schedule = microkernel.grid_space(mod)
+    assert schedule is microkernel.schedule
+    assert {c["tiles"][1][3] for c in cands} == {1, 5}                  # 10 blocks in 2 tasks of 5
+    assert microkernel.default_candidate(mod)[0]["tiles"][1] == [2, 1, 1, 5]
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal([int(d) for d in t.shape]).astype(np.float32) for t in inputs]
+    want = run(mod, arrays, shape)
+    for cand in cands:
+        np.testing.assert_allclose(run(schedule(mod, cand).mod, arrays, shape), want, rtol=1e-5, atol=1e-5,
+                                   err_msg=str(cand))
+
+
+def test_a_one_pixel_tile_takes_the_most_channel_blocks_its_accumulators_allow():
+    import tvm
+
+    # SqueezeNet's classifier: 125 blocks of 8 on 13 x 13, whose sides no tile of 2 divides
+    cand, _ = microkernel.default_candidate(tvm.IRModule({"main": _blocked(125, 13)}))
+    assert cand["tiles"][1] == [1, 25, 1, 5] and cand["tiles"][2][3] * cand["tiles"][3][3] == 1
+    assert microkernel.channel_tiles(64, 16) == (1, 2)              # 2 blocks of 16: 8 vectors
+    assert microkernel.channel_tiles(125, 8) == (1, 5)
+    assert microkernel.channel_tiles(7, 8) == (1,)
+
+
+def _blocked(out_blocks: int, hw: int):
+    from tvm import te
+
+    data, kernel = te.placeholder((1, 4, hw, hw, 8), name="data"), te.placeholder((out_blocks, 4, 1, 1, 8, 8), name="kernel")
+    return te.create_prim_func([data, kernel, conv_lowering.conv2d_nchwc(data, kernel, (1, 1), (0, 0, 0, 0), (1, 1))])
 
 
 def test_the_spaces_cover_the_tiles_that_divide_the_kernel():

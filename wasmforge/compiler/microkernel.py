@@ -45,6 +45,11 @@ GEMM_BLOCK = "bgemm"          # the batched GEMM of conv_lowering.conv2d_winogra
 # image is too small for more tiles of 2 (the 7x7 layers: 7 pixels, 28 accumulators)
 PIXEL_TILES = ((1, 1), (1, 2), (2, 1), (1, 3), (3, 1), (1, 4), (2, 2), (1, 7), (7, 1))
 PARALLEL_SPLITS = (2, 4, 8)   # tasks of the outer parallel loop (output channel blocks)
+# a one-pixel tile (an image whose sides no other tile divides, such as 13x13) takes this many
+# channel blocks instead, up to MAX_CHANNEL_TILE_ACCUMULATORS vectors: one pixel by one block
+# of 8 is 2 accumulators, and its loop is all loads
+CHANNEL_TILES = (2, 4, 5)
+MAX_CHANNEL_TILE_ACCUMULATORS = 10
 
 
 # Winograd GEMM tiles: output-channel lanes, tiles p, and how many input channels the
@@ -90,11 +95,20 @@ def candidates(extents: list[int]) -> list[dict]:
             # channel blocks no split divides (SqueezeNet's classifier: 125 blocks of 8):
             # the rows of tiles run in parallel instead
             rows = [y // ty, 1, 1, ty] if par == 1 else [1, y // ty, 1, ty]
-            for pixels_outer in (False, True):
-                out.append({"tiles": [[1, b, 1, 1], [par, oc // par, 1, 1], rows, [1, x // tx, 1, tx],
-                                      [1, 1, 1, ob], [rc, 1], [rh, 1], [rw, 1], [rb, 1]],
-                            "pixels_outer": pixels_outer})
+            for cb in channel_tiles(oc // par, ob) if ty * tx == 1 else (1,):
+                for pixels_outer in (False, True):
+                    out.append({"tiles": [[1, b, 1, 1], [par, oc // par // cb, 1, cb], rows, [1, x // tx, 1, tx],
+                                          [1, 1, 1, ob], [rc, 1], [rh, 1], [rw, 1], [rb, 1]],
+                                "pixels_outer": pixels_outer})
     return out
+
+
+def channel_tiles(blocks: int, lanes: int) -> tuple[int, ...]:
+    """How many of ``blocks`` output channel blocks (of ``lanes`` channels) a one-pixel tile
+    may take: 1, and each of ``CHANNEL_TILES`` that divides them within
+    ``MAX_CHANNEL_TILE_ACCUMULATORS`` vectors."""
+    return (1, *(cb for cb in CHANNEL_TILES
+                 if blocks % cb == 0 and cb * lanes // 4 <= MAX_CHANNEL_TILE_ACCUMULATORS))
 
 
 def schedule(mod, cand: dict):
@@ -243,6 +257,7 @@ def winograd_schedule(mod, cand: dict):
 # 7), 4 parallel tasks of channel blocks. Winograd: 16 lanes by 2 tiles, chunks of 2 input
 # channels (3 of ResNet-50's 4 kernels), the inverse on 4 lanes (all 4).
 DEFAULT_PIXEL_TILES = ((1, 2), (2, 1), (1, 7), (1, 1))
+DEFAULT_CHANNEL_TILES = (4, 5, 2, 1)     # a one-pixel tile: the most blocks that fit
 DEFAULT_PARALLEL = (4, 2, 8, 1)
 DEFAULT_GEMM = {"lanes": (16, 8), "p_tile": (2, 1, 4), "ci_chunk": (2, 1, None), "inverse_lanes": (4, None)}
 
@@ -262,8 +277,8 @@ def default_candidate(mod):
     for c in cands:
         if sched is schedule:
             t = c["tiles"]
-            key = (rank(DEFAULT_PIXEL_TILES, (t[2][3], t[3][3])), rank(DEFAULT_PARALLEL, t[1][0]),
-                   int(c["pixels_outer"]))
+            key = (rank(DEFAULT_PIXEL_TILES, (t[2][3], t[3][3])), rank(DEFAULT_CHANNEL_TILES, t[1][3]),
+                   rank(DEFAULT_PARALLEL, t[1][0]), int(c["pixels_outer"]))
         else:
             key = tuple(rank(prefs, c[k]) for k, prefs in DEFAULT_GEMM.items())
         if None not in key:
