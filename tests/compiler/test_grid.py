@@ -129,7 +129,8 @@ def test_a_one_pixel_tile_takes_the_most_channel_blocks_its_accumulators_allow()
     # SqueezeNet's classifier: 125 blocks of 8 on 13 x 13, whose sides no tile of 2 divides
     cand, _ = microkernel.default_candidate(tvm.IRModule({"main": _blocked(125, 13)}))
     assert cand["tiles"][1] == [1, 25, 1, 5] and cand["tiles"][2][3] * cand["tiles"][3][3] == 1
-    assert microkernel.channel_tiles(64, 16) == (1, 2)              # 2 blocks of 16: 8 vectors
+    assert microkernel.channel_tiles(64, 16) == (1,)                # blocks of 16: one at a time
+    assert microkernel.channel_tiles(64, 4) == (1, 2, 4)
     assert microkernel.channel_tiles(125, 8) == (1, 5)
     assert microkernel.channel_tiles(7, 8) == (1,)
 

@@ -45,11 +45,13 @@ GEMM_BLOCK = "bgemm"          # the batched GEMM of conv_lowering.conv2d_winogra
 # image is too small for more tiles of 2 (the 7x7 layers: 7 pixels, 28 accumulators)
 PIXEL_TILES = ((1, 1), (1, 2), (2, 1), (1, 3), (3, 1), (1, 4), (2, 2), (1, 7), (7, 1))
 PARALLEL_SPLITS = (2, 4, 8)   # tasks of the outer parallel loop (output channel blocks)
-# a one-pixel tile (an image whose sides no other tile divides, such as 13x13) takes this many
-# channel blocks instead, up to MAX_CHANNEL_TILE_ACCUMULATORS vectors: one pixel by one block
-# of 8 is 2 accumulators, and its loop is all loads
+# a one-pixel tile (an image whose sides no other tile divides, such as 13x13) of blocks of
+# fewer than 16 channels takes this many blocks instead, up to MAX_CHANNEL_TILE_ACCUMULATORS
+# vectors: one pixel by one block of 8 is 2 accumulators, and its loop is all loads. (With
+# blocks of 16, 2 blocks measured no faster: ZFNet-512 1.04x its time.)
 CHANNEL_TILES = (2, 4, 5)
 MAX_CHANNEL_TILE_ACCUMULATORS = 10
+CHANNEL_TILE_MAX_LANES = 8
 
 
 # Winograd GEMM tiles: output-channel lanes, tiles p, and how many input channels the
@@ -105,8 +107,10 @@ def candidates(extents: list[int]) -> list[dict]:
 
 def channel_tiles(blocks: int, lanes: int) -> tuple[int, ...]:
     """How many of ``blocks`` output channel blocks (of ``lanes`` channels) a one-pixel tile
-    may take: 1, and each of ``CHANNEL_TILES`` that divides them within
-    ``MAX_CHANNEL_TILE_ACCUMULATORS`` vectors."""
+    may take: 1, and for blocks of at most ``CHANNEL_TILE_MAX_LANES``, each of
+    ``CHANNEL_TILES`` that divides them within ``MAX_CHANNEL_TILE_ACCUMULATORS`` vectors."""
+    if lanes > CHANNEL_TILE_MAX_LANES:
+        return (1,)
     return (1, *(cb for cb in CHANNEL_TILES
                  if blocks % cb == 0 and cb * lanes // 4 <= MAX_CHANNEL_TILE_ACCUMULATORS))
 
