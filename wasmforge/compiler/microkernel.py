@@ -47,8 +47,8 @@ PIXEL_TILES = ((1, 1), (1, 2), (2, 1), (1, 3), (3, 1), (1, 4), (2, 2), (1, 7), (
 PARALLEL_SPLITS = (2, 4, 8)   # tasks of the outer parallel loop (output channel blocks)
 # a one-pixel tile (an image whose sides no other tile divides, such as 13x13) of blocks of
 # fewer than 16 channels takes this many blocks instead, up to MAX_CHANNEL_TILE_ACCUMULATORS
-# vectors: one pixel by one block of 8 is 2 accumulators, and its loop is all loads. (With
-# blocks of 16, 2 blocks measured no faster: ZFNet-512 1.04x its time.)
+# vectors: one pixel by one block of 8 is 2 accumulators, and its loop is all loads. (A block
+# of 16 has 4 already, and more blocks reuse no weight: left at one.)
 CHANNEL_TILES = (2, 4, 5)
 MAX_CHANNEL_TILE_ACCUMULATORS = 10
 CHANNEL_TILE_MAX_LANES = 8
