@@ -77,7 +77,7 @@ def validate(tmp_path, data: bytes) -> None:
 
 def test_the_walker_steps_over_every_instruction_to_each_functions_end(tmp_path):
     data = parse(tmp_path, WAT)
-    code = next(p for sid, _, p in wasmbin.sections(data) if sid == wasmcode.CODE_SECTION)
+    code = next(p for sid, _, p in wasmbin.sections(data) if sid == wasmbin.CODE_SECTION)
     bodies = wasmcode.function_bodies(code)
     assert len(bodies) == 4
     for body in bodies:

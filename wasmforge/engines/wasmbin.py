@@ -7,6 +7,7 @@ import json
 
 MAGIC = b"\0asm\x01\0\0\0"
 METADATA_SECTION = "wasmforge.metadata"
+CODE_SECTION, DATA_SECTION = 10, 11
 _KINDS = {0: "func", 1: "table", 2: "memory", 3: "global", 4: "tag"}
 
 
@@ -76,18 +77,29 @@ def add_custom_section(data: bytes, name: str, payload: bytes) -> bytes:
     return data + b"\0" + uleb(len(body)) + body
 
 
+def _spans(data: bytes):
+    """Yield (id, start, payload start, end) for every section, copying nothing."""
+    pos = 8
+    while pos < len(data):
+        size, p2 = _uleb(data, pos + 1)
+        yield data[pos], pos, p2, p2 + size
+        pos = p2 + size
+
+
 def without_custom_section(data: bytes, name: str) -> bytes:
     """The module with every custom section called ``name`` removed."""
     out = bytearray(data[:8])
-    pos = 8
-    while pos < len(data):
-        start = pos
-        sid = data[pos]
-        size, p2 = _uleb(data, pos + 1)
-        end = p2 + size
+    for sid, start, p2, end in _spans(data):
         if not (sid == 0 and _name(data, p2)[0] == name):
             out += data[start:end]
-        pos = end
+    return bytes(out)
+
+
+def replace_section(data: bytes, section_id: int, payload: bytes) -> bytes:
+    """The module with its (only) section ``section_id`` holding ``payload`` instead."""
+    out = bytearray(data[:8])
+    for sid, start, _, end in _spans(data):
+        out += (bytes([sid]) + uleb(len(payload)) + payload) if sid == section_id else data[start:end]
     return bytes(out)
 
 

@@ -16,9 +16,14 @@ with relaxed SIMD, threads and atomics, tail calls). Anything else raises
 """
 from __future__ import annotations
 
-from wasmforge.engines.wasmbin import WasmFormatError, _uleb, sections, uleb
-
-CODE_SECTION = 10
+from wasmforge.engines.wasmbin import (
+    CODE_SECTION,
+    WasmFormatError,
+    _uleb,
+    replace_section,
+    sections,
+    uleb,
+)
 
 # opcode classes by their immediates
 _NONE = 0          # no immediate
@@ -178,33 +183,24 @@ def split_load_splats_in_body(body: bytes) -> tuple[bytes, int]:
     return bytes(out), count
 
 
-def replace_section(data: bytes, section_id: int, payload: bytes) -> bytes:
-    """The module with its (only) section ``section_id`` holding ``payload`` instead."""
-    out = bytearray(data[:8])
-    pos = 8
-    while pos < len(data):
-        start, sid = pos, data[pos]
-        size, p2 = _uleb(data, pos + 1)
-        pos = p2 + size
-        out += (bytes([sid]) + uleb(len(payload)) + payload) if sid == section_id else data[start:pos]
-    return bytes(out)
-
-
-def offsets_named(data: bytes) -> list[str]:
-    """Custom sections that point into the code by byte offset (DWARF, branch hints): a
-    rewrite that moves code would leave them wrong."""
-    return [name for sid, name, _ in sections(data)
-            if sid == 0 and (name.startswith(".debug") or name.startswith("metadata.code."))]
+def holds_code_offsets(custom_section_name: str) -> bool:
+    """Whether a custom section points into the code by byte offset (DWARF, branch hints): a
+    rewrite that moves code would leave it wrong."""
+    return custom_section_name.startswith((".debug", "metadata.code."))
 
 
 def split_load_splats(data: bytes) -> tuple[bytes, int]:
     """The module with every ``v128.load32_splat`` split into ``f32.load`` + ``f32x4.splat``,
     and how many it split. Raises ``UnknownInstruction`` for code it cannot walk, and
     ``WasmFormatError`` for a module whose custom sections hold code offsets."""
-    code = next((payload for sid, _, payload in sections(data) if sid == CODE_SECTION), None)
+    code, stale = None, []
+    for sid, name, payload in sections(data):
+        if sid == CODE_SECTION:
+            code = payload
+        elif sid == 0 and holds_code_offsets(name):
+            stale.append(name)
     if code is None:
         return data, 0
-    stale = offsets_named(data)
     if stale:
         raise WasmFormatError(f"custom sections {stale} hold code offsets a rewrite would break")
     bodies, total = [], 0

@@ -46,13 +46,14 @@ FEATURE_FLAGS = {
 # in one process on a Zen 4 EPYC). So it runs only where the code weighs more than this share
 # of the data (the weights): a module should carry little more than its weights.
 MERGE_ABOVE_CODE_SHARE = 0.03
-CODE_SECTION, DATA_SECTION = 10, 11
 
 
 def code_share(data: bytes) -> float:
     """The code section's bytes over the data section's (0 without data)."""
-    size = {sid: len(payload) for sid, _, payload in wasmbin.sections(data) if sid in (CODE_SECTION, DATA_SECTION)}
-    return size.get(CODE_SECTION, 0) / size[DATA_SECTION] if size.get(DATA_SECTION) else 0.0
+    size = {sid: len(payload) for sid, _, payload in wasmbin.sections(data)
+            if sid in (wasmbin.CODE_SECTION, wasmbin.DATA_SECTION)}
+    weights = size.get(wasmbin.DATA_SECTION)
+    return size.get(wasmbin.CODE_SECTION, 0) / weights if weights else 0.0
 
 
 @dataclass(frozen=True)
