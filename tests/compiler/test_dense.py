@@ -113,3 +113,41 @@ def test_products_take_the_default_schedule_and_validate(doit, tmp_path):
             r = json.load(f)
         assert r["passed"] is True, r
         assert all(case["outputs"]["pooled"]["max_rel_error"] < 1e-5 for case in r["inputs"])
+
+
+def _product_with(epilogue):
+    """A 6 x 24 by 24 x 40 product whose output goes through ``epilogue`` (TE: a tensor in,
+    a tensor out)."""
+    import tvm
+    from tvm import te
+
+    a, w = te.placeholder((1, 6, 24), name="a"), te.placeholder((24, 40), name="w")
+    k = te.reduce_axis((0, 24), name="k")
+    mm = te.compute((1, 6, 40), lambda b, i, j: te.sum(a[b, i, k] * w[k, j], axis=k), name="matmul")
+    return tvm.IRModule({"main": te.create_prim_func([a, w, epilogue(mm)])})
+
+
+def _loops(sch, block: str):
+    return [sch.get(lp) for lp in sch.get_loops(sch.get_sblock(block))]
+
+
+def test_an_epilogue_with_many_constants_runs_apart_from_the_tiles():
+    """A GELU's polynomial (fast_erf: more than tiles.HEAVY_EPILOGUE_CONSTANTS constants)
+    runs after the tiles in a loop of its own (its constants would take the tile's
+    registers in wasmtime); a bias-and-relu stays in the tile."""
+    from tvm import te, tirx, topi
+
+    def gelu(x):
+        e = topi.fast_erf(topi.divide(x, 1.4142135))
+        return te.compute(x.shape, lambda *i: x(*i) * 0.5 * (1.0 + e(*i)), name="gelu")
+
+    def relu(x):
+        return te.compute(x.shape, lambda *i: tirx.max(x(*i) + 1.0, 0.0), name="relu")
+
+    cand = dense.candidate(dense.extents(_product_with(gelu)))
+    loops = _loops(dense.schedule(_product_with(gelu), cand), "gelu")
+    assert [lp.kind for lp in loops] == [tirx.ForKind.PARALLEL, tirx.ForKind.VECTORIZED]
+    assert [int(lp.extent) for lp in loops] == [6 * 40 // 4, 4]
+
+    loops = _loops(dense.schedule(_product_with(relu), cand), "relu")
+    assert loops[0].kind == tirx.ForKind.PARALLEL and len(loops) > 2   # under the tile loop

@@ -12,8 +12,9 @@ tiles: Cranelift keeps loads where they are, so an unrolled reduction spills). T
 over column tiles is outside the loop over row tiles, so the ``k x cols`` panel of ``B``
 stays in cache while every row tile uses it. The outer loops are fused into one parallel
 loop: the threads variant runs the tiles on every core. The epilogue runs on each tile
-while it is hot; a product without one accumulates in a small local buffer and then
-stores it.
+while it is hot, unless it holds many constants (a GELU: ``tiles.heavy``), which run
+after the tiles in a loop of their own; a product without one accumulates in a small
+local buffer and then stores it.
 
 A product of one row by weights beyond the caches (a classifier's fully connected layers)
 is bound by reading the weights, and is streamed instead (``stream_candidate``): each

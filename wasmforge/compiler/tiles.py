@@ -3,6 +3,10 @@
 tile, the tile's common end, the rule that picks one, and the space ``tune --grid`` times."""
 from __future__ import annotations
 
+import re
+
+_FLOAT_CONSTANT = re.compile(r"T\.float(?:16|32|64)\(([^)]*)\)")
+
 
 def block_names(sch) -> list[str]:
     return [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
@@ -42,7 +46,18 @@ def finish(sch, block, last, tile_loop, parallel: list, unrolled, vector, reduct
     accumulator stored after the tile) computed under ``tile_loop``; the ``parallel`` loops
     fused into one parallel loop; ``unrolled`` unrolled and ``vector`` vectorized (and the
     epilogue's innermost loop, or its ``fuse_last`` innermost loops fused, in vectors of
-    ``epilogue_lanes`` when given); the sums zeroed before the ``reduction`` loop."""
+    ``epilogue_lanes`` when given); the sums zeroed before the ``reduction`` loop.
+
+    An epilogue with many constants (``heavy``: a GELU's polynomial) runs after all the
+    tiles instead, over the whole output in its own parallel loop (``apart``)."""
+    if last is not None and heavy(sch, last) and _size(sch, last) % EPILOGUE_LANES == 0:
+        apart(sch, last)
+        sch.parallel(sch.fuse(*parallel))
+        if unrolled is not None:
+            sch.unroll(unrolled)
+        sch.vectorize(vector)
+        sch.decompose_reduction(block, reduction)
+        return
     last = last or sch.cache_write(block, 0, "local")
     sch.reverse_compute_at(last, tile_loop, preserve_unit_loops=True)
     sch.parallel(sch.fuse(*parallel))
@@ -56,6 +71,37 @@ def finish(sch, block, last, tile_loop, parallel: list, unrolled, vector, reduct
         sch.unroll(outer)
     sch.vectorize(loop)
     sch.decompose_reduction(block, reduction)
+
+
+# Wasmtime's Cranelift computes every constant once, at the function's entry, and keeps it
+# there for the whole function (it rematerializes only scalars): an epilogue with more
+# constants than this, fused into the tile, leaves the tile's accumulators too few vector
+# registers and some spill to the stack on every step of the reduction (a text encoder's
+# GELU, 16 constants: its product took 1.1x the time of the same product apart).
+HEAVY_EPILOGUE_CONSTANTS = 4
+EPILOGUE_LANES = 4
+
+
+def heavy(sch, last) -> bool:
+    """Whether the epilogue block ``last`` holds more than ``HEAVY_EPILOGUE_CONSTANTS``
+    distinct floating-point constants."""
+    return len(set(_FLOAT_CONSTANT.findall(sch.get(last).script()))) > HEAVY_EPILOGUE_CONSTANTS
+
+
+def _size(sch, block) -> int:
+    size = 1
+    for lp in sch.get_loops(block):
+        size *= int(sch.get(lp).extent)
+    return size
+
+
+def apart(sch, last) -> None:
+    """The epilogue ``last`` as a loop of its own over the whole output, after the tiles:
+    its loops fused, in parallel chunks, ``EPILOGUE_LANES`` lanes a vector."""
+    loops = sch.get_loops(last)
+    chunks, lanes = sch.split(sch.fuse(*loops) if len(loops) > 1 else loops[0], [None, EPILOGUE_LANES])
+    sch.parallel(chunks)
+    sch.vectorize(lanes)
 
 
 def by_rule(extents, candidate, schedule):
