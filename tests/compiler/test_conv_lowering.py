@@ -90,6 +90,33 @@ def test_depthwise_blocked_kernel_matches_the_definition(stride, pads, dilation)
     np.testing.assert_allclose(got.transpose(0, 1, 4, 2, 3).reshape(want.shape), want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("stride, pads", [((1, 1), (1, 1, 1, 1)), ((2, 2), (0, 1, 2, 0))])
+def test_depthwise_schedule_pads_in_parallel_and_matches_the_definition(stride, pads):
+    """The depthwise tile with its padded input copied in a parallel loop, the channel
+    block's lanes vectorized (``tiles.parallel_padding``), compiled for the host and run."""
+    import tvm
+    from tvm import te, tirx
+
+    from wasmforge.compiler import depthwise
+
+    c, b = 16, 8
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, c, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    xb, wb = blocked(x, b), w.reshape(c // b, b, 1, 3, 3).transpose(0, 2, 3, 4, 1)[:, :, :, :, None, :].copy()
+    data, kernel = te.placeholder(xb.shape, name="data"), te.placeholder(wb.shape, name="kernel")
+    out = conv_lowering.depthwise_conv2d_nchwc(data, kernel, stride, pads, (1, 1))
+    mod = tvm.IRModule({"main": te.create_prim_func([data, kernel, out])})
+    sch = depthwise.schedule(mod, depthwise.candidate(depthwise.extents(mod)))
+    pad_loops = [sch.get(lp) for lp in sch.get_loops(sch.get_sblock("data_pad"))]
+    assert [lp.kind for lp in pad_loops] == [tirx.ForKind.PARALLEL, tirx.ForKind.SERIAL, tirx.ForKind.VECTORIZED]
+    f = tvm.compile(sch.mod, target="llvm")
+    got = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], np.float32))
+    f(tvm.runtime.tensor(xb), tvm.runtime.tensor(wb), got)
+    want = reference_conv(x, w, stride, pads, (1, 1), groups=c)
+    np.testing.assert_allclose(got.numpy().transpose(0, 1, 4, 2, 3).reshape(want.shape), want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("stride, pads, dilation", [((1, 1), (1, 1, 1, 1), (1, 1)),
                                                      ((2, 2), (0, 1, 2, 0), (1, 1)),
                                                      ((1, 2), (2, 2, 2, 2), (2, 2))])

@@ -60,6 +60,7 @@ def schedule(mod, cand: dict):
     sch = s_tir.Schedule(mod)
     conv = sch.get_sblock(BLOCK)
     last = tiles.epilogue(sch, BLOCK)
+    tiles.parallel_padding(sch)
     n, c, y, x, j, rh, rw = sch.get_loops(conv)
     xo, xi = sch.split(x, [None, cand["pixels"]], preserve_unit_iters=True)
     sch.reorder(n, c, y, xo, rh, rw, xi, j)

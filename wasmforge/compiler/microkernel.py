@@ -128,6 +128,7 @@ def schedule(mod, cand: dict):
     sch = s_tir.Schedule(mod)
     conv = sch.get_sblock(CONV_BLOCK)
     last = tiles.epilogue(sch, CONV_BLOCK)
+    tiles.parallel_padding(sch)
     splits = [sch.split(lp, factors=f, preserve_unit_iters=True)
               for lp, f in zip(sch.get_loops(conv), cand["tiles"])]
     spatial, reduce = splits[:5], splits[5:]

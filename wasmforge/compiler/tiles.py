@@ -30,6 +30,26 @@ def loop_extents(mod, block: str, n: int) -> list[int] | None:
         return None
 
 
+PAD_BLOCK = "data_pad"    # a convolution's input copied with zeros around (topi.nn.pad)
+
+
+def parallel_padding(sch, lanes: int = 4) -> None:
+    """The convolution's padded input copy (``PAD_BLOCK``), when it has one, in a parallel
+    loop over all but its two innermost loops (the image's columns and the channel block's
+    lanes), the lanes vectorized when they are whole vectors of ``lanes``: TVM leaves it a
+    serial, scalar loop, which cost about as much as a small depthwise convolution itself,
+    and on one core while the other waited."""
+    if PAD_BLOCK not in block_names(sch):
+        return
+    pad = sch.get_sblock(PAD_BLOCK)
+    loops = sch.get_loops(pad)
+    if len(loops) < 3:
+        return
+    sch.parallel(sch.fuse(*loops[:-2]))
+    if int(sch.get(loops[-1]).extent) % lanes == 0:
+        sch.vectorize(loops[-1])
+
+
 def epilogue(sch, block: str):
     """Inline the element-wise chain after ``block`` (bias, batch norm, activation, residual
     add) into its last block, and return that block; None when ``block`` is the last."""
