@@ -32,7 +32,7 @@ def test_products_and_small_kernels_are_not_taken():
 def test_a_nest_llvm_would_vectorize_stays_serial_unless_it_takes_whole_vectors():
     from tvm import te, topi
 
-    odd = te.placeholder((1, 32, 64, 30), name="odd")                   # rows of 30: not whole vectors
+    odd = te.placeholder((1, 32, 31, 30), name="odd")    # images of 31 x 30: no whole vectors
     mod = kernel([odd], topi.nn.relu(odd))
     assert spatial.default_candidate(mod) is not None
     cand, schedule = spatial.default_candidate(mod)
@@ -40,12 +40,13 @@ def test_a_nest_llvm_would_vectorize_stays_serial_unless_it_takes_whole_vectors(
         schedule(mod, cand)
 
 
-@pytest.mark.parametrize("name", ["elementwise", "concatenate", "layout_transform", "max_pool", "softmax"])
+@pytest.mark.parametrize("name", ["elementwise", "concatenate", "layout_transform", "max_pool", "softmax",
+                                  "shuffle", "small_images"])
 def test_scheduled_kernels_match_numpy(name):
     from tvm import te, topi
 
     rng = np.random.default_rng(7)
-    shape = (1, 32, 64, 64)
+    shape = (1, 32, 14, 14) if name in ("shuffle", "small_images") else (1, 32, 64, 64)
     x = te.placeholder(shape, name="x")
     xv = rng.standard_normal(shape).astype(np.float32)
     if name == "elementwise":      # a batch norm's scale and shift, then ReLU
@@ -66,6 +67,13 @@ def test_scheduled_kernels_match_numpy(name):
         out = topi.nn.pool2d(x, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), "max", layout="NCHW")
         padded = np.pad(xv, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
         want = np.max([padded[:, :, i:i + 64:2, j:j + 64:2] for i in range(3) for j in range(3)], axis=0)
+    elif name == "shuffle":            # ShuffleNet's channel shuffle: reshape, transpose, reshape
+        inputs, arrays = [x], [xv]
+        out = topi.reshape(topi.transpose(topi.reshape(x, (1, 4, 8, 14, 14)), (0, 2, 1, 3, 4)), shape)
+        want = xv.reshape(1, 4, 8, 14, 14).transpose(0, 2, 1, 3, 4).reshape(shape)
+    elif name == "small_images":       # rows of 14: the image's rows and columns fused, 196
+        inputs, out, arrays = [x], topi.nn.relu(x), [xv]
+        want = np.maximum(xv, 0)
     else:
         inputs, out, arrays = [x], topi.nn.softmax(x, axis=-1), [xv]
         e = np.exp(xv - xv.max(axis=-1, keepdims=True))
@@ -75,6 +83,9 @@ def test_scheduled_kernels_match_numpy(name):
     scheduled = schedule(mod, cand).mod
     assert scheduled.script().count("T.parallel(") >= 1
     assert ("T.vectorized(" in scheduled.script()) == (name != "softmax")   # a pool's along its columns
+    if name == "shuffle":              # one copy, not three passes
+        blocks = [ln for ln in scheduled.script().splitlines() if "T.sblock(" in ln and '"root"' not in ln]
+        assert len(blocks) == 1, blocks
     np.testing.assert_allclose(run(scheduled, arrays, want.shape), want, rtol=1e-5, atol=1e-6)
 
 

@@ -8,12 +8,14 @@ runs in parallel, where it is data-parallel. TVM's code generator moves a parall
 body into a closure, where LLVM no longer vectorizes the loops it vectorized before (an
 element-wise kernel of DenseNet's ran 2-4x slower on one thread with the parallel loop
 alone). So in a kernel with no reduction, which LLVM vectorizes, a nest is made parallel
-only when its innermost loop takes whole vectors of 4 lanes, and that loop is vectorized by
-TVM; other nests stay as they are. A pool's window goes inside its spatial loops, outside
+only when its innermost loops, fused until they do (a 14 x 14 image: 196), take whole
+vectors of 4 lanes, and that loop is vectorized by TVM; other nests stay as they are. Such a
+kernel's blocks are first inlined into its last (a channel shuffle's reshape, transpose and
+reshape: one copy instead of three passes). A pool's window goes inside its spatial loops, outside
 the innermost, which then runs along contiguous columns (or the channel block) and is
 vectorized, its padding computed per channel (``_window_inside``). Other kernels with a
-reduction (a softmax's sums, an LRN's) keep their loops, with the outer one parallel. No
-block is inlined into another and no loops are fused. Kernels of fewer than
+reduction (a softmax's sums, an LRN's) keep their blocks and loops, with the outer one
+parallel. Kernels of fewer than
 ``MIN_PARALLEL`` output elements stay as they are: a launch costs more than it saves.
 
 Measured against no such schedule, the modules alternated in one process (Zen 5, wasmtime):
@@ -122,6 +124,37 @@ def _window_inside(sch, block, vector: bool) -> set[str]:
     return names | {f"{n}_{part}" for n in names for part in ("init", "update")}
 
 
+def _inline_into_last(sch) -> None:
+    """Every block of a kernel with no reduction inlined into the last, where it can be: a
+    channel shuffle's reshape, transpose and reshape become one copy (three passes over the
+    tensor, each its own serial loop nest, before)."""
+    from tvm import s_tir
+
+    for name in tiles.block_names(sch)[:-1]:
+        try:
+            sch.compute_inline(sch.get_sblock(name))
+        except s_tir.ScheduleError:      # (one it cannot: left a nest of its own)
+            pass
+
+
+def _vector_loop(sch, loops, extents: list[int], kinds: list[int], outer: int):
+    """The loop to vectorize in a nest under its parallel loop ``outer``: the innermost,
+    fused with the data-parallel loops around it (inside ``outer``) until it takes whole
+    vectors of ``LANES`` (a 14 x 14 image's rows: 196), split into vectors of ``LANES`` when
+    longer than 4 of them; None when no such loop takes whole vectors. (Fusing ``outer`` in
+    too, 544 channels of 7 x 7 in parallel chunks of a vector, ran 2-3x slower than the
+    serial nest: every lane's index is divided back into channel and pixel.)"""
+    k = len(loops) - 1
+    size = extents[k]
+    while size % LANES and k - 1 > outer:
+        k -= 1
+        size *= extents[k]
+    if size % LANES or any(kind != 0 for kind in kinds[k:]):
+        return None
+    inner = sch.fuse(*loops[k:]) if k < len(loops) - 1 else loops[-1]
+    return inner if size <= 4 * LANES else sch.split(inner, [None, LANES])[1]
+
+
 def schedule(mod, cand: dict):
     """``mod``'s kernel with each loop nest's outermost loop of more than one iteration (under
     loops of one) parallel, where it is data-parallel; with ``cand["vectorize"]`` (a kernel
@@ -139,6 +172,8 @@ def schedule(mod, cand: dict):
         sch.get_sblock(tiles.block_names(sch)[0])
         return sch
     found, done = False, set()
+    if cand["vectorize"]:
+        _inline_into_last(sch)
     for name in tiles.block_names(sch):
         if name in POOL_BLOCKS and (pooled := _window_inside(sch, sch.get_sblock(name), vector=True)):
             done |= pooled
@@ -156,9 +191,9 @@ def schedule(mod, cand: dict):
         if outer is None or kinds[outer] != 0:
             continue
         if cand["vectorize"]:
-            if outer == len(loops) - 1 or kinds[-1] != 0 or extents[-1] % LANES:
+            if outer == len(loops) - 1 or (inner := _vector_loop(sch, loops, extents, kinds, outer)) is None:
                 continue
-            sch.vectorize(loops[-1] if extents[-1] <= 4 * LANES else sch.split(loops[-1], [None, LANES])[1])
+            sch.vectorize(inner)
         sch.parallel(loops[outer])
         found = True
     if not found:
