@@ -135,6 +135,18 @@ def test_a_one_pixel_tile_takes_the_most_channel_blocks_its_accumulators_allow()
     assert microkernel.channel_tiles(7, 8) == (1,)
 
 
+def test_an_image_of_odd_sides_takes_tiles_of_three_rows_where_3_divides_them():
+    import tvm
+
+    # SqueezeNet's first convolution: 111 x 111, which no tile of 2 divides
+    cand, _ = microkernel.default_candidate(tvm.IRModule({"main": _blocked(4, 111)}))
+    assert (cand["tiles"][2][3], cand["tiles"][3][3]) == (3, 1)
+    cand, _ = microkernel.default_candidate(tvm.IRModule({"main": _blocked(4, 28)}))
+    assert (cand["tiles"][2][3], cand["tiles"][3][3]) == (1, 2)         # even sides: 2 along the row
+    cand, _ = microkernel.default_candidate(tvm.IRModule({"main": _blocked(4, 13)}))
+    assert (cand["tiles"][2][3], cand["tiles"][3][3]) == (1, 1)         # neither
+
+
 def _blocked(out_blocks: int, hw: int):
     from tvm import te
 

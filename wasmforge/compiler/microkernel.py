@@ -259,9 +259,11 @@ def winograd_schedule(mod, cand: dict):
 # A kernel no tuning log covers (a model nobody has tuned) still gets one grid schedule,
 # picked by rule, not timed, from the kinds of tile that won ResNet-50's grid rounds.
 # Blocked: 2 pixels along the row (8 accumulators: they fit the registers; a 7-wide image:
-# 7), 4 parallel tasks of channel blocks. Winograd: 16 lanes by 2 tiles, chunks of 2 input
+# 7; an image of odd sides that 3 divides, SqueezeNet's 111 x 111 first convolution: 3 rows,
+# which the grid picked there, 0.55 of the one-pixel tile's time), 4 parallel tasks of
+# channel blocks. Winograd: 16 lanes by 2 tiles, chunks of 2 input
 # channels (3 of ResNet-50's 4 kernels), the inverse on 4 lanes (all 4).
-DEFAULT_PIXEL_TILES = ((1, 2), (2, 1), (1, 7), (1, 1))
+DEFAULT_PIXEL_TILES = ((1, 2), (2, 1), (1, 7), (3, 1), (1, 3), (1, 1))
 DEFAULT_CHANNEL_TILES = (4, 5, 2, 1)     # a one-pixel tile: the most blocks that fit
 DEFAULT_PARALLEL = (4, 2, 8, 1)
 DEFAULT_GEMM = {"lanes": (16, 8), "p_tile": (2, 1, 4), "ci_chunk": (2, 1, None), "inverse_lanes": (4, None)}
