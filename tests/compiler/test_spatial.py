@@ -29,15 +29,17 @@ def test_products_and_small_kernels_are_not_taken():
     assert spatial.default_candidate(kernel([x], topi.nn.softmax(x)))[0] == {"vectorize": False}
 
 
-def test_a_nest_llvm_would_vectorize_stays_serial_unless_it_takes_whole_vectors():
-    from tvm import te, topi
+def test_a_nest_that_takes_no_whole_vectors_runs_parallel_with_scalar_inner_loops():
+    from tvm import te, tirx, topi
 
     odd = te.placeholder((1, 32, 31, 30), name="odd")    # images of 31 x 30: no whole vectors
     mod = kernel([odd], topi.nn.relu(odd))
-    assert spatial.default_candidate(mod) is not None
     cand, schedule = spatial.default_candidate(mod)
-    with pytest.raises(Exception, match="no nest"):
-        schedule(mod, cand)
+    sch = schedule(mod, cand)
+    kinds = [sch.get(lp).kind for lp in sch.get_loops(sch.get_sblock("compute"))]
+    assert tirx.ForKind.PARALLEL in kinds and tirx.ForKind.VECTORIZED not in kinds
+    xv = np.random.default_rng(3).standard_normal((1, 32, 31, 30)).astype(np.float32)
+    np.testing.assert_allclose(run(sch.mod, [xv], xv.shape), np.maximum(xv, 0))
 
 
 @pytest.mark.parametrize("name", ["elementwise", "concatenate", "layout_transform", "max_pool", "softmax",
