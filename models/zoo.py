@@ -7,9 +7,7 @@ from wasmforge.dsl import model, zoo
 model("resnet50", source=zoo("resnet50"), tune_trials=1500, fold_batch_norm=False)
 model("squeezenet", source=zoo("squeezenet"))
 model("bvlc_alexnet", source=zoo("bvlc_alexnet"))
-# VGG-19's 3x3 weights are 80 MB: Winograd's 6x6 transformed weights would add 240 MB to a
-# 550 MB module (untuned, it ran 8.2 s per inference with Winograd, 23 s without)
-model("vgg19", source=zoo("vgg19"), winograd=False)
+model("vgg19", source=zoo("vgg19"))
 model("inception_v1", source=zoo("inception_v1"))
 model("densenet121", source=zoo("densenet121"))
 # inception_v2 is not declared: no seeded weights make its output depend on its input
