@@ -27,6 +27,11 @@ def test_products_and_small_kernels_are_not_taken():
     x = te.placeholder((1, 32, 64, 64), name="x")
     assert spatial.default_candidate(kernel([x], topi.nn.relu(x)))[0] == {"vectorize": True}
     assert spatial.default_candidate(kernel([x], topi.nn.softmax(x)))[0] == {"vectorize": False}
+    # a layer norm's variance reads the mean too, but not along its reduction: not a product
+    rows, g, b = te.placeholder((1, 128, 256), name="rows"), te.placeholder((256,), name="g"), \
+        te.placeholder((256,), name="b")
+    assert spatial.default_candidate(kernel([rows, g, b], topi.nn.layer_norm(rows, g, b, axis=[-1])))[0] == \
+        {"vectorize": False}
 
 
 def test_a_nest_that_takes_no_whole_vectors_runs_parallel_with_scalar_inner_loops():
@@ -43,7 +48,7 @@ def test_a_nest_that_takes_no_whole_vectors_runs_parallel_with_scalar_inner_loop
 
 
 @pytest.mark.parametrize("name", ["elementwise", "concatenate", "layout_transform", "max_pool", "softmax",
-                                  "shuffle", "small_images"])
+                                  "fast_softmax", "shuffle", "small_images"])
 def test_scheduled_kernels_match_numpy(name):
     from tvm import te, topi
 
@@ -76,15 +81,21 @@ def test_scheduled_kernels_match_numpy(name):
     elif name == "small_images":       # rows of 14: the image's rows and columns fused, 196
         inputs, out, arrays = [x], topi.nn.relu(x), [xv]
         want = np.maximum(xv, 0)
-    else:
-        inputs, out, arrays = [x], topi.nn.softmax(x, axis=-1), [xv]
+    else:                              # TVM's softmax, and ours with a polynomial exp
+        from wasmforge.compiler import softmax
+
+        out = topi.nn.softmax(x, axis=-1) if name == "softmax" else softmax.softmax(x, -1)
+        inputs, arrays = [x], [xv]
         e = np.exp(xv - xv.max(axis=-1, keepdims=True))
         want = e / e.sum(axis=-1, keepdims=True)
     mod = kernel(inputs, out)
     cand, schedule = spatial.default_candidate(mod)
     scheduled = schedule(mod, cand).mod
     assert scheduled.script().count("T.parallel(") >= 1
-    assert ("T.vectorized(" in scheduled.script()) == (name != "softmax")   # a pool's along its columns
+    assert "T.vectorized(" in scheduled.script()   # a pool's along its columns; a softmax's exp and division
+    if name == "fast_softmax":         # x - max inlined into the exp; no call of expf left
+        blocks = [ln for ln in scheduled.script().splitlines() if "T.sblock(" in ln and '"root"' not in ln]
+        assert len(blocks) == 4 and "T.exp(" not in scheduled.script(), blocks
     if name == "shuffle":              # one copy, not three passes
         blocks = [ln for ln in scheduled.script().splitlines() if "T.sblock(" in ln and '"root"' not in ln]
         assert len(blocks) == 1, blocks

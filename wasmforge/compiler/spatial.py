@@ -16,7 +16,9 @@ shuffle's reshape, transpose and reshape: one copy instead of three passes). A p
 goes inside its spatial loops, outside the innermost, which then runs along contiguous
 columns (or the channel block) and is vectorized, its padding computed per channel
 (``_window_inside``). Other kernels with a reduction (a softmax's sums, an LRN's) keep their
-blocks and loops, with the outer one parallel. Kernels of fewer than ``MIN_PARALLEL`` output
+reductions' blocks and loops, with the outer one parallel; their element-wise nests (a
+softmax's exp and division) are vectorized the same way, an element-wise block read only by
+element-wise blocks inlined into them. Kernels of fewer than ``MIN_PARALLEL`` output
 elements stay as they are: a launch costs more than it saves.
 
 Measured against no such schedule, the modules alternated in one process (Zen 5, wasmtime):
@@ -74,10 +76,20 @@ def extents(mod) -> dict | None:
             return None
         if 2 in kinds:
             reductions += 1
-            # a product reads two buffers under its reduction; a pool or a mean reads one
-            if len({r.source.name for r in block.reads}) > 1:
+            # a product reads two buffers along its reduction; a pool or a mean reads one (a
+            # layer norm's variance also reads the mean, but not along the reduction)
+            if len(_read_along_reduction(block)) > 1:
                 return None
     return {"elements": elements, "blocks": len(names), "reductions": reductions}
+
+
+def _read_along_reduction(block) -> set[str]:
+    """The buffers ``block`` reads at indices that depend on its reduction variables."""
+    from tvm.tirx.analysis import undefined_vars
+
+    reduce_vars = [iv.var for iv in block.iter_vars if int(iv.iter_type) == 2]
+    return {r.source.name for r in block.reads
+            if any(v.same_as(rv) for rg in r.region for v in undefined_vars(rg.min) for rv in reduce_vars)}
 
 
 def candidate(ext: dict) -> dict | None:
@@ -127,15 +139,25 @@ def _window_inside(sch, block, vector: bool) -> set[str]:
     return names | {f"{n}_{part}" for n in names for part in ("init", "update")}
 
 
-def _inline_into_last(sch) -> None:
-    """Every block of a kernel with no reduction inlined into the last, where it can be: a
-    channel shuffle's reshape, transpose and reshape become one copy (three passes over the
-    tensor, each its own serial loop nest, before)."""
+def _is_elementwise(sch, block) -> bool:
+    return all(int(iv.iter_type) == 0 for iv in sch.get(block).iter_vars)
+
+
+def _inline_into_last(sch, reductions: bool) -> None:
+    """The blocks of a kernel inlined into their readers, where they can be: in a kernel with
+    no reduction, every block into the last (a channel shuffle's reshape, transpose and
+    reshape become one copy: three passes over the tensor, each its own serial loop nest,
+    before); in one with (a softmax), an element-wise block whose readers are all
+    element-wise (its ``x - max`` into its exp)."""
     from tvm import s_tir
 
     for name in tiles.block_names(sch)[:-1]:
+        block = sch.get_sblock(name)
+        if reductions and not (_is_elementwise(sch, block)
+                               and all(_is_elementwise(sch, c) for c in sch.get_consumers(block))):
+            continue
         try:
-            sch.compute_inline(sch.get_sblock(name))
+            sch.compute_inline(block)
         except s_tir.ScheduleError:      # (one it cannot: left a nest of its own)
             pass
 
@@ -175,8 +197,7 @@ def schedule(mod, cand: dict):
         sch.get_sblock(tiles.block_names(sch)[0])
         return sch
     found, done = False, set()
-    if cand["vectorize"]:
-        _inline_into_last(sch)
+    _inline_into_last(sch, reductions=not cand["vectorize"])
     for name in tiles.block_names(sch):
         if name in POOL_BLOCKS and (pooled := _window_inside(sch, sch.get_sblock(name), vector=True)):
             done |= pooled
@@ -193,7 +214,7 @@ def schedule(mod, cand: dict):
         outer = next((i for i, e in enumerate(extents) if e > 1), None)
         if outer is None or kinds[outer] != 0:
             continue
-        if cand["vectorize"] and outer < len(loops) - 1:
+        if (cand["vectorize"] or _is_elementwise(sch, block)) and outer < len(loops) - 1:
             if (inner := _vector_loop(sch, loops, extents, kinds, outer)) is not None:
                 sch.vectorize(inner)
         sch.parallel(loops[outer])

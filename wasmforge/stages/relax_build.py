@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from wasmforge.compiler import batch_norm, conv_lowering
+from wasmforge.compiler import batch_norm, conv_lowering, softmax
 from wasmforge.errors import StageError
 from wasmforge.store import files
 
@@ -79,7 +79,8 @@ def legalize_passes(tgt, p: BuildParams):
     fold = [batch_norm.fold_batch_norm(), t.DeadCodeElimination()] if p.fold_batch_norm else []
     return (fold + [t.DecomposeOpsForInference(),
              t.CanonicalizeBindings()] + conv_lowering.passes(p.conv_block, p.winograd)
-            + [t.LegalizeOps({conv_lowering.OP: conv_lowering.legalizer(p.winograd)}), t.AnnotateTIROpPattern(),
+            + [t.LegalizeOps({conv_lowering.OP: conv_lowering.legalizer(p.winograd), softmax.OP: softmax.legalize}),
+               t.AnnotateTIROpPattern(),
                t.FoldConstant(), t.FuseOps(), t.FuseTIR()])
 
 
@@ -123,7 +124,7 @@ def pass_names(p: BuildParams) -> list[str]:
     return (["DispatchSampling", "DispatchSortScan"]
             + (["FoldBatchNorm", "DeadCodeElimination"] if p.fold_batch_norm else [])
             + ["DecomposeOpsForInference", "CanonicalizeBindings"]
-            + conv_lowering.pass_names(p.conv_block, p.winograd)
+            + conv_lowering.pass_names(p.conv_block, p.winograd) + ["LegalizeOps(softmax: fast_exp)"]
             + ["AnnotateTIROpPattern", "FoldConstant", "FuseOps", "FuseTIR",
                "[MetaScheduleApplyDatabase]", "default_schedules(microkernel)", "RewriteDataflowReshape", "ToNonDataflow", "RemovePurityChecking",
                "CallTIRRewrite", "StaticPlanBlockMemory", "LowerAllocTensor", "KillAfterLastUse",
