@@ -70,26 +70,23 @@ def finish(sch, block, last, tile_loop, parallel: list, unrolled, vector, reduct
 
     An epilogue with many constants (``heavy``: a GELU's polynomial) runs after all the
     tiles instead, over the whole output in its own parallel loop (``apart``)."""
-    if last is not None and heavy(sch, last) and _size(sch, last) % EPILOGUE_LANES == 0:
+    separate = last is not None and heavy(sch, last) and _size(sch, last) % EPILOGUE_LANES == 0
+    if separate:
         apart(sch, last)
-        sch.parallel(sch.fuse(*parallel))
-        if unrolled is not None:
-            sch.unroll(unrolled)
-        sch.vectorize(vector)
-        sch.decompose_reduction(block, reduction)
-        return
-    last = last or sch.cache_write(block, 0, "local")
-    sch.reverse_compute_at(last, tile_loop, preserve_unit_loops=True)
+    else:
+        last = last or sch.cache_write(block, 0, "local")
+        sch.reverse_compute_at(last, tile_loop, preserve_unit_loops=True)
     sch.parallel(sch.fuse(*parallel))
     if unrolled is not None:
         sch.unroll(unrolled)
     sch.vectorize(vector)
-    inner = sch.get_loops(last)[-fuse_last:]
-    loop = sch.fuse(*inner) if len(inner) > 1 else inner[0]
-    if epilogue_lanes:
-        outer, loop = sch.split(loop, [None, epilogue_lanes])
-        sch.unroll(outer)
-    sch.vectorize(loop)
+    if not separate:
+        inner = sch.get_loops(last)[-fuse_last:]
+        loop = sch.fuse(*inner) if len(inner) > 1 else inner[0]
+        if epilogue_lanes:
+            outer, loop = sch.split(loop, [None, epilogue_lanes])
+            sch.unroll(outer)
+        sch.vectorize(loop)
     sch.decompose_reduction(block, reduction)
 
 

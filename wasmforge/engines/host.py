@@ -326,8 +326,9 @@ class WasmModel:
         steps through the plan (``wasmforge_run_call``) and reads its own clock around each
         call. The once-calls (constants, such as the Winograd weights, which ``wasmforge_run``
         computes on its first run only) are left out, as a run leaves them. Returns the median
-        time of a whole run (``wall_ms``, by ``run``, for comparison) and, per kernel, slowest first: its calls per inference and its
-        milliseconds per inference (``ms``), summed over its calls."""
+        time of a whole run (``wall_ms``, by ``run``, for comparison) and, per kernel, slowest
+        first: its calls per inference and its milliseconds per inference (``ms``), summed
+        over its calls."""
         import statistics
         import time
 
