@@ -291,10 +291,20 @@ SLOW_FIXTURES = {"doit", "tiny_build", "resnet50", "modules", "module", "built",
 SLOW_FILES = {"test_resnet50.py", "test_zoo_models.py", "test_readme.py", "test_publish.py", "test_remote_cache.py"}
 
 
+# tests that build in the repository's own build folder and store (what the README's first
+# command makes): the tests run on two pytest-xdist workers (pyproject.toml), and these all on
+# one, in order, so no two doit processes share that folder
+REPO_BUILD = {"test_resnet50.py", "test_zoo_models.py", "test_readme.py",
+              "test_publish.py::test_resnet50_release_pushed_to_the_registry_pulls_back_bit_identical"}
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
+        if {item.path.name, f"{item.path.name}::{item.originalname}"} & REPO_BUILD:
+            item.add_marker(pytest.mark.xdist_group("repo_build"))
 
 
 def run_on_host(mod, arrays, out_shape):
