@@ -93,3 +93,51 @@ def test_batch_norms_fold_and_compute_what_onnxruntime_does(kind, convs, multipl
     x = np.random.default_rng(1).normal(0, 1, (1, C, 6, 6)).astype(np.float32)
     want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(run(folded, x), want, rtol=1e-4, atol=1e-4)
+
+
+
+def conv_bn_module(bn_attrs=None):
+    """A Relax module: a convolution with constant weights, then (unless ``bn_attrs`` is
+    None) a batch norm with these attributes (``center``, ``scale``, ``epsilon``; inference
+    unless ``training`` says otherwise, Relax's default); and the batch norm's parameters."""
+    from tvm import relax
+
+    rng = np.random.default_rng(5)
+    w = rng.normal(0, 0.3, (C, C, 3, 3)).astype(np.float32)
+    params = [p.astype(np.float32) for p in
+              (rng.uniform(0.5, 2, C), rng.normal(0, 1, C), rng.normal(0, 1, C), rng.uniform(0.1, 3, C))]
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, C, 6, 6), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), padding=1))
+            if bn_attrs is not None:
+                bn = bb.emit(relax.op.nn.batch_norm(y, *map(relax.const, params), axis=1,
+                                                    **{"training": False, **bn_attrs}))
+                y = bb.emit(relax.TupleGetItem(bn, 0))
+            y = bb.emit_output(y)
+        bb.emit_func_output(y)
+    return bb.get(), params
+
+
+@pytest.mark.parametrize("center, scale", [(False, True), (True, False), (False, False)])
+def test_a_batch_norm_without_gamma_or_beta_folds_without_them(center, scale):
+    from tvm import relax
+
+    mod, (g, b, m, v) = conv_bn_module(dict(center=center, scale=scale, epsilon=1e-3))
+    folded = relax.transform.DeadCodeElimination()(batch_norm.fold_batch_norm()(mod))
+    assert ops(folded) == collections.Counter({"nn.conv2d": 1})
+    x = np.random.default_rng(1).normal(0, 1, (1, C, 6, 6)).astype(np.float32)
+    c = run(conv_bn_module()[0], x)    # the convolution alone
+    shape = (1, C, 1, 1)
+    want = (c - m.reshape(shape)) / np.sqrt(v.reshape(shape) + 1e-3)
+    want = want * (g.reshape(shape) if scale else 1) + (b.reshape(shape) if center else 0)
+    np.testing.assert_allclose(run(folded, x), want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_training_batch_norm_is_not_folded():
+    from tvm import relax
+
+    mod, _ = conv_bn_module(dict(training=True))
+    assert ops(relax.transform.DeadCodeElimination()(batch_norm.fold_batch_norm()(mod))) == \
+        collections.Counter({"nn.conv2d": 1, "nn.batch_norm": 1})

@@ -56,7 +56,8 @@ def _foldable_conv(conv, axis: int) -> bool:
 def fold_batch_norm():
     """A module pass: every inference ``batch_norm`` with constant parameters becomes
     ``x * s + t``, or, right after a convolution used by nothing else, that convolution with
-    folded weights plus ``t``."""
+    folded weights plus ``t``. Its ``scale = False`` and ``center = False`` leave out gamma
+    and beta; a ``training`` one (batch statistics) is left as it is."""
     import tvm
     from tvm import relax
     from tvm.ir.expr import GenericConst
@@ -75,8 +76,12 @@ def fold_batch_norm():
             if not (op.index == 0 and isinstance(bn, relax.Call) and getattr(bn.op, "name", None) == BATCH_NORM
                     and all(isinstance(a, GenericConst) and a.value.dtype == "float32" for a in bn.args[1:])):
                 return super().visit_tuple_getitem_(op)
+            if bool(bn.attrs.training):        # batch statistics: not a constant scale and shift
+                return super().visit_tuple_getitem_(op)
             x, axis = bn.args[0], int(bn.attrs.axis)
-            s, t = scale_shift(*(a.value.numpy() for a in bn.args[1:]), float(bn.attrs.epsilon))
+            gamma, beta, mean, var = (a.value.numpy() for a in bn.args[1:])
+            s, t = scale_shift(gamma if bn.attrs.scale else np.ones_like(gamma),
+                               beta if bn.attrs.center else np.zeros_like(beta), mean, var, float(bn.attrs.epsilon))
             conv = self._bound(x)
             if _foldable_conv(conv, axis) and self.uses.get(x, 0) == 1:
                 w = relax.const(folded_weights(conv.args[1].value.numpy(), s))
