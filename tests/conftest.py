@@ -291,20 +291,51 @@ SLOW_FIXTURES = {"doit", "tiny_build", "resnet50", "modules", "module", "built",
 SLOW_FILES = {"test_resnet50.py", "test_zoo_models.py", "test_readme.py", "test_publish.py", "test_remote_cache.py"}
 
 
-# tests that build in the repository's own build folder and store (what the README's first
-# command makes): the tests run on two pytest-xdist workers (pyproject.toml), and these all on
-# one, in order, so no two doit processes share that folder
+# The tests run on two pytest-xdist workers (pyproject.toml), which take them scope by scope
+# (``xdist_scope``): a test file's tests stay together, so its module fixtures build once;
+# the tests that build in the repository's own build folder and store (what the README's
+# first command makes) all run on one worker, in order, so no two doit processes share that
+# folder; the tuning tests, each on a scratch model of its own, go one at a time. The
+# slowest scopes are queued first (``FIRST``), so no worker is left with a long tail.
 REPO_BUILD = {"test_resnet50.py", "test_zoo_models.py", "test_readme.py",
               "test_publish.py::test_resnet50_release_pushed_to_the_registry_pulls_back_bit_identical"}
+FIRST = ("repo_build", "tests/tune/", "tests/test_corpus.py")
 
 
-@pytest.hookimpl(tryfirst=True)   # before xdist reads the groups
+def xdist_scope(nodeid: str) -> str:
+    """The unit of work one worker takes whole: ``repo_build``, the test itself (tuning
+    tests), or its file."""
+    path, _, test = nodeid.partition("::")
+    name = os.path.basename(path)
+    if {name, f"{name}::{test.split('[')[0]}"} & REPO_BUILD:
+        return "repo_build"
+    return nodeid if path.startswith("tests/tune/") else path
+
+
+def queue_rank(nodeid: str) -> int:
+    scope = xdist_scope(nodeid)
+    return next((i for i, first in enumerate(FIRST) if scope.startswith(first)), len(FIRST))
+
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:        # pytest without xdist: the tests run in one process, in order
+    LoadScopeScheduling = None
+
+if LoadScopeScheduling is not None:
+    class ScopeScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    def pytest_xdist_make_scheduler(config, log):
+        return ScopeScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
-        if {item.path.name, f"{item.path.name}::{item.originalname}"} & REPO_BUILD:
-            item.add_marker(pytest.mark.xdist_group("repo_build"))
+    items.sort(key=lambda item: queue_rank(item.nodeid))    # stable: each scope keeps its order
 
 
 def run_on_host(mod, arrays, out_shape):
