@@ -144,7 +144,32 @@ def test_an_image_of_odd_sides_takes_tiles_of_three_rows_where_3_divides_them():
     cand, _ = microkernel.default_candidate(tvm.IRModule({"main": _blocked(4, 28)}))
     assert (cand["tiles"][2][3], cand["tiles"][3][3]) == (1, 2)         # even sides: 2 along the row
     cand, _ = microkernel.default_candidate(tvm.IRModule({"main": _blocked(4, 13)}))
-    assert (cand["tiles"][2][3], cand["tiles"][3][3]) == (1, 1)         # neither
+    assert (cand["tiles"][2][3], cand["tiles"][3][3]) == (1, 1)         # neither, in blocks of 8
+
+
+def test_an_image_no_tile_divides_takes_tiles_of_two_that_overhang_it():
+    """Blocks of 16 on 5 x 5: tiles of 2 pixels, 3 a row, the last one's second pixel past
+    the edge; every candidate computes the convolution (and its ReLU) to the image's edge."""
+    import tvm
+    from tvm import te, topi
+
+    data, kernel = te.placeholder((1, 2, 5, 5, 16), name="data"), te.placeholder((4, 2, 1, 1, 16, 16), name="kernel")
+    out = topi.nn.relu(conv_lowering.conv2d_nchwc(data, kernel, (1, 1), (0, 0, 0, 0), (1, 1)))
+    mod = tvm.IRModule({"main": te.create_prim_func([data, kernel, out])})
+    cands, schedule = microkernel.grid_space(mod)
+    assert {(c["tiles"][2][3], c["tiles"][3][3]) for c in cands} == {(1, 1), (1, 2), (2, 1)}
+    cand = microkernel.default_candidate(mod)[0]
+    assert cand["tiles"][2][3] == 1 and cand["tiles"][3] == [1, 3, 1, 2]          # the rule: (1, 2)
+    assert microkernel.pixel_tiles(5, 5, 8) == [(1, 1)]                 # blocks of 8: several a tile instead
+    assert microkernel.pixel_tiles(5, 6, 16) == [(1, 1), (1, 2), (1, 3)]   # tiles divide the row: no overhang
+    rng = np.random.default_rng(7)
+    arrays = [rng.standard_normal([int(d) for d in t.shape]).astype(np.float32) for t in (data, kernel)]
+    want = run(mod, arrays, (1, 4, 5, 5, 16))
+    assert (want > 0).any() and (want == 0).any()
+    for c in cands:
+        np.testing.assert_allclose(run(schedule(mod, c).mod, arrays, (1, 4, 5, 5, 16)), want, rtol=1e-5, atol=1e-5,
+                                   err_msg=str(c))
+        assert applies(mod, schedule(mod, c)), c
 
 
 def _blocked(out_blocks: int, hw: int):

@@ -45,6 +45,13 @@ GEMM_BLOCK = "bgemm"          # the batched GEMM of conv_lowering.conv2d_winogra
 # image is too small for more tiles of 2 (the 7x7 layers: 7 pixels, 28 accumulators)
 PIXEL_TILES = ((1, 1), (1, 2), (2, 1), (1, 3), (3, 1), (1, 4), (2, 2), (1, 7), (7, 1))
 PARALLEL_SPLITS = (2, 4, 8)   # tasks of the outer parallel loop (output channel blocks)
+# an image that no tile of several pixels divides (13x13, 25x25, 55x55, 109x109) takes tiles
+# of 2 that overhang its last row or column, the pixel past the edge masked (a split with a
+# remainder): 2 pixels by a block of 16 is the 8-accumulator tile again, where one pixel
+# would leave 4 (ZFNet-512's two convolutions: 0.94 of its time). Blocks of 8 keep the
+# one-pixel tiles of several blocks (CHANNEL_TILES) instead.
+RAGGED_TILES = ((1, 2), (2, 1))
+RAGGED_MIN_LANES = 16
 # a one-pixel tile (an image whose sides no other tile divides, such as 13x13) of blocks of
 # fewer than 16 channels takes this many blocks instead, up to MAX_CHANNEL_TILE_ACCUMULATORS
 # vectors: one pixel by one block of 8 is 2 accumulators, and its loop is all loads. (A block
@@ -90,19 +97,28 @@ def candidates(extents: list[int]) -> list[dict]:
     so the input is read once and the weights many times, instead of the other way round)."""
     b, oc, y, x, ob, rc, rh, rw, rb = extents
     out = []
-    for ty, tx in PIXEL_TILES:
-        if y % ty or x % tx:
-            continue
+    for ty, tx in pixel_tiles(y, x, ob):
+        ny, nx = -(-y // ty), -(-x // tx)       # tiles per column and row (the last may overhang)
         for par in [n for n in PARALLEL_SPLITS if oc % n == 0] or [1]:
             # channel blocks no split divides (SqueezeNet's classifier: 125 blocks of 8):
             # the rows of tiles run in parallel instead
-            rows = [y // ty, 1, 1, ty] if par == 1 else [1, y // ty, 1, ty]
+            rows = [ny, 1, 1, ty] if par == 1 else [1, ny, 1, ty]
             for cb in channel_tiles(oc // par, ob) if ty * tx == 1 else (1,):
                 for pixels_outer in (False, True):
-                    out.append({"tiles": [[1, b, 1, 1], [par, oc // par // cb, 1, cb], rows, [1, x // tx, 1, tx],
+                    out.append({"tiles": [[1, b, 1, 1], [par, oc // par // cb, 1, cb], rows, [1, nx, 1, tx],
                                           [1, 1, 1, ob], [rc, 1], [rh, 1], [rw, 1], [rb, 1]],
                                 "pixels_outer": pixels_outer})
     return out
+
+
+def pixel_tiles(y: int, x: int, lanes: int) -> list[tuple[int, int]]:
+    """The pixel tiles (rows, columns) for a ``y`` x ``x`` output of blocks of ``lanes``:
+    each of ``PIXEL_TILES`` that divides it, and where none of several pixels does and the
+    blocks have at least ``RAGGED_MIN_LANES`` lanes, ``RAGGED_TILES``."""
+    exact = [(ty, tx) for ty, tx in PIXEL_TILES if y % ty == 0 and x % tx == 0]
+    if lanes < RAGGED_MIN_LANES or any(ty * tx > 1 for ty, tx in exact):
+        return exact
+    return exact + [t for t in RAGGED_TILES if t not in exact]
 
 
 def channel_tiles(blocks: int, lanes: int) -> tuple[int, ...]:
