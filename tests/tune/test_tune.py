@@ -362,7 +362,7 @@ def test_winograd_grid_schedules_compute_the_same_convolution():
 def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winners(doit):
     """``tune --grid``: each blocked and Winograd convolution's register-tiled schedules, the
     classifier's product tiles and the Winograd weight transform's parallel loop or none,
-    timed; with no log, the fastest goes in; with one, a schedule goes in only when it beat
+    timed; with no log, the fastest (the default schedule among them) goes in; with one, a schedule goes in only when it beat
     the log's best side by side, at the log best's time scaled by that ratio. The build applies them. With
     ``--threads 2``, the same for the threads variant, into its own log."""
     make_blocked_onnx(os.path.join(doit.decls, "blk.onnx"))
@@ -382,6 +382,9 @@ def test_grid_times_register_tiled_convolutions_and_the_build_applies_the_winner
     assert len(first) == 5 and len({r[0] for r in first}) == 5   # one record per kernel
     assert all(r[1][2]["num-cores"] == 1 and r[1][1][0] > 0 for r in first)
     assert "re-timing the threads log" in res.stderr and "against the new one-thread ones" in res.stderr
+    # with no log, each kernel's default schedule races the grid's finalists, and the verdict says by how much
+    verdicts = [line for line in res.stderr.splitlines() if line.startswith("tune --grid: ") and "'kept'" in line]
+    assert len(verdicts) == 5 and all("'default_ms'" in v and "'ratio'" in v for v in verdicts), verdicts
     doit("build:blk")
     info = json.load(open(doit.path("blk", "relax_build", "stage.json")))["result"]["tuning"]
     assert sum(k.startswith("fused_conv2d_NCHWc") for k in info["tuned_kernels"]) == 2, info

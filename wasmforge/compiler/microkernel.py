@@ -322,6 +322,18 @@ def grid_space(mod):
     return None
 
 
+def rule(mod):
+    """``(candidate, schedule function)``: the default schedule of a kernel no tuning record
+    schedules, the first kind that covers it (the order of ``grid_space``), or None."""
+    from wasmforge.compiler import dense, depthwise, pointwise, spatial
+
+    for kind in (default_candidate, dense.default_candidate, depthwise.default_candidate,
+                 pointwise.default_candidate, spatial.default_candidate):
+        if (picked := kind(mod)) is not None:
+            return picked
+    return None
+
+
 def apply_default_schedules(mod):
     """Each convolution kernel that no tuning record scheduled gets one grid schedule, picked
     by rule (``default_candidate``), each matrix product a register tile
@@ -335,19 +347,18 @@ def apply_default_schedules(mod):
     import tvm
     from tvm.s_tir import ScheduleError
 
-    from wasmforge.compiler import dense, depthwise, pointwise, spatial
+    from wasmforge.compiler import spatial
 
     done, parallel = {}, set()
     for gv, f in mod.functions_items():
         if not isinstance(f, tvm.tirx.PrimFunc) or (f.attrs is not None and f.attrs.get("tirx.is_scheduled", False)):
             continue
         kernel = tvm.IRModule({"main": f})
-        picked = (default_candidate(kernel) or dense.default_candidate(kernel) or depthwise.default_candidate(kernel)
-                  or pointwise.default_candidate(kernel))
-        if picked is None and (picked := spatial.default_candidate(kernel)) is not None:
-            parallel.add(gv)
+        picked = rule(kernel)
         if picked is None:
             continue
+        if picked[1] is spatial.schedule:
+            parallel.add(gv)
         cand, schedule = picked
         try:
             done[gv] = schedule(kernel, cand).mod["main"].with_attr("tirx.is_scheduled", True)

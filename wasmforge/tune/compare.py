@@ -102,7 +102,8 @@ def grid(ctx: TuneContext, names: list[str] | None = None, rounds: int = RECHECK
     the log best's. Its record's time is the log best's recorded time scaled by that ratio:
     the log's times were taken in other runs, on a machine whose speed drifts, and the build
     keeps the record with the lowest time, so the side-by-side verdict is what must order them.
-    A kernel the log lacks gets the fastest finalist, at its median. Nothing is removed.
+    A kernel the log lacks races the build's default schedule for it instead (reported as
+    ``default_ms``), and gets the fastest of them, at its median. Nothing is removed.
 
     ``ctx.threads_log``: the model's threads log; the kernels that changed are re-timed there
     (``recheck``), as after a one-thread search.
@@ -130,7 +131,7 @@ def grid(ctx: TuneContext, names: list[str] | None = None, rounds: int = RECHECK
     print(f"tune --grid: {sum(len(k[2]) for k in kernels)} schedules for {len(kernels)} kernels",
           file=sys.stderr, flush=True)
     try:
-        for name, mod, scheds, best, own in kernels:
+        for name, mod, scheds, best, own, default in kernels:
             mods = [s.mod for _c, s in scheds] + ([best.as_measure_candidate().sch.mod] if best else [])
             built = builder.build([BuilderInput(m, tgt) for m in mods])
             ok = [i for i, b in enumerate(built) if b.error_msg is None]
@@ -143,15 +144,17 @@ def grid(ctx: TuneContext, names: list[str] | None = None, rounds: int = RECHECK
             if not finalists:
                 report[name] = {"error": str(built[0].error_msg)[-300:]}
                 continue
-            raced = race(measurer, {i: modules[i] for i in finalists + ([log_i] if log_i is not None else [])},
+            # the log's best, or with none the default schedule, races the finalists
+            base = log_i if log_i is not None else (default if default in modules else None)
+            raced = race(measurer, {i: modules[i] for i in dict.fromkeys(finalists + ([base] if base is not None else []))},
                          rounds)
             final = {i: statistics.median(s) for i, s in raced.items()}
-            win = min(finalists, key=final.get)
+            win = min((i for i in final if i != log_i), key=final.get)
             r = report[name] = {"candidates": len(scheds), "built": len(ok), "grid_ms": round(final[win] * 1e3, 4),
                                 "schedule": scheds[win][0]}
-            if log_i is not None:
-                r["log_ms"] = round(final[log_i] * 1e3, 4)
-                r["ratio"] = round(final[win] / final[log_i], 4)
+            if base is not None:
+                r["log_ms" if log_i is not None else "default_ms"] = round(final[base] * 1e3, 4)
+                r["ratio"] = round(final[win] / final[base], 4)
             if log_i is None or final[win] < margin * final[log_i]:
                 secs = final[win] if log_i is None or not own else statistics.mean(
                     float(s) for s in best.run_secs) * final[win] / final[log_i]
@@ -173,7 +176,9 @@ def grid(ctx: TuneContext, names: list[str] | None = None, rounds: int = RECHECK
 
 def _grid_kernels(ctx: TuneContext, db, names: list[str] | None, only: str) -> list[tuple]:
     """The kernels ``grid`` times: (name, mod, [(candidate, schedule)], the best record to race
-    or None, whether that record is the log's own (``db``) rather than the one-thread log's)."""
+    or None, whether that record is the log's own (``db``) rather than the one-thread log's,
+    and, with no record, the index of the build's default schedule among the candidates, or
+    None)."""
     from tvm.s_tir import ScheduleError
 
     from wasmforge.compiler import microkernel
@@ -201,6 +206,8 @@ def _grid_kernels(ctx: TuneContext, db, names: list[str] | None, only: str) -> l
         best, own = (db.get_top_k(db.commit_workload(mod), 1), True) if db.has_workload(mod) else ([], False)
         if not best and seed is not None and seed.has_workload(mod):
             best = seed.get_top_k(seed.commit_workload(mod), 1)
+        picked = None if best else microkernel.rule(mod)
+        default = next((i for i, (c, _s) in enumerate(scheds) if picked and c == picked[0]), None)
         if scheds:
-            kernels.append((t.task_name, mod, scheds, best[0] if best else None, own))
+            kernels.append((t.task_name, mod, scheds, best[0] if best else None, own, default))
     return kernels
