@@ -103,6 +103,7 @@ def test_scheduled_kernels_match_numpy(name):
 
 @pytest.mark.parametrize("shape, stride, kind, layout", [
     ((1, 512, 13, 13), 1, "max", "NCHW"),       # Inception's: columns that take no whole vectors
+    ((1, 128, 53, 53), 2, "max", "NCHW"),       # 27 columns (SqueezeNet: 55 x 55 unpadded): the window innermost
     ((1, 64, 56, 56), 2, "max", "NCHW"),
     ((1, 4, 28, 28, 16), 2, "max", "NCHW16c"),  # the window inside, the channel block innermost
     ((1, 32, 28, 28), 1, "avg", "NCHW"),
@@ -118,5 +119,12 @@ def test_a_pools_window_goes_inside_its_columns(shape, stride, kind, layout):
     want = run(mod, [xv], [int(d) for d in out.shape])           # TVM's own loops, unscheduled
     cand, schedule = spatial.default_candidate(mod)
     scheduled = schedule(mod, cand).mod
-    assert "pool_" + ("max" if kind == "max" else "sum") + "_update" in scheduled.script()
+    update = "pool_" + ("max" if kind == "max" else "sum") + "_update"
+    assert update in scheduled.script()
     np.testing.assert_allclose(run(scheduled, [xv], want.shape), want, rtol=1e-6, atol=1e-6)
+    # the window inside the columns, but innermost (3 wide) in a strided pool whose columns take no whole vectors
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(scheduled)
+    innermost = int(sch.get(sch.get_loops(sch.get_sblock(update))[-1]).extent)
+    assert (innermost == 3) == (int(out.shape[3]) % 4 != 0 and layout == "NCHW" and stride > 1), innermost
