@@ -73,10 +73,10 @@ def fold_batch_norm():
 
         def visit_tuple_getitem_(self, op):
             bn = self._bound(op.tuple_value)
+            # (a training batch norm uses its batch's statistics: no constant scale and shift)
             if not (op.index == 0 and isinstance(bn, relax.Call) and getattr(bn.op, "name", None) == BATCH_NORM
-                    and all(isinstance(a, GenericConst) and a.value.dtype == "float32" for a in bn.args[1:])):
-                return super().visit_tuple_getitem_(op)
-            if bool(bn.attrs.training):        # batch statistics: not a constant scale and shift
+                    and all(isinstance(a, GenericConst) and a.value.dtype == "float32" for a in bn.args[1:])
+                    and not bn.attrs.training):
                 return super().visit_tuple_getitem_(op)
             x, axis = bn.args[0], int(bn.attrs.axis)
             gamma, beta, mean, var = (a.value.numpy() for a in bn.args[1:])

@@ -48,7 +48,7 @@ PARALLEL_SPLITS = (2, 4, 8)   # tasks of the outer parallel loop (output channel
 # an image that no tile of several pixels divides (13x13, 25x25, 55x55, 109x109) takes tiles
 # of 2 that overhang its last row or column, the pixel past the edge masked (a split with a
 # remainder): 2 pixels by a block of 16 is the 8-accumulator tile again, where one pixel
-# would leave 4 (ZFNet-512's two convolutions: 0.94 of its time). Blocks of 8 keep the
+# would leave 4 (ZFNet-512's two convolutions: 0.93 of its time). Blocks of 8 keep the
 # one-pixel tiles of several blocks (CHANNEL_TILES) instead.
 RAGGED_TILES = ((1, 2), (2, 1))
 RAGGED_MIN_LANES = 16

@@ -15,8 +15,9 @@ one core (below). Such a kernel's blocks are first inlined into its last (a chan
 shuffle's reshape, transpose and reshape: one copy instead of three passes). A pool's window
 goes inside its spatial loops, outside the innermost, which then runs along contiguous
 columns (or the channel block) and is vectorized (a strided pool whose columns take no whole
-vectors keeps its window innermost); its padding computed per channel (``_window_inside``). Other kernels with a reduction (a softmax's sums, an LRN's) keep their
-reductions' blocks and loops, with the outer one parallel; their element-wise nests (a
+vectors keeps its window innermost); its padding computed per channel (``_window_inside``).
+Other kernels with a reduction (a softmax's sums, an LRN's) keep their reductions' blocks
+and loops, with the outer one parallel; their element-wise nests (a
 softmax's exp and division) are vectorized the same way, an element-wise block read only by
 element-wise blocks inlined into them. Kernels of fewer than ``MIN_PARALLEL`` output
 elements stay as they are: a launch costs more than it saves.
@@ -112,10 +113,10 @@ def _window_inside(sch, block, vector: bool) -> set[str]:
     output's maximum or sum in a register (with the window outside 27 scalar columns,
     SqueezeNet's 55 x 55 max pool ran 2.4x slower than serial: every output reloaded and
     stored per window position; a stride-1 pool's contiguous columns gain from the window
-    outside even so, Inception-v1 1.08-1.11x slower without it). The padding
-    it reads is computed per outermost loop's iteration, where the window then finds it in
-    cache, and that loop is parallel. Returns the names of the blocks it scheduled, none
-    when ``block`` is not such a pool."""
+    outside even so, Inception-v1 1.08-1.11x slower without it). The padding it reads is
+    computed per outermost loop's iteration, where the window then finds it in cache, and
+    that loop is parallel. Returns the names of the blocks it scheduled, none when ``block``
+    is not such a pool."""
     from tvm import s_tir
 
     loops = sch.get_loops(block)
